@@ -1,0 +1,187 @@
+"""Autoregressive generation of (s1, s2) tokens: the cached fast path and the recompute oracle.
+
+Both follow the reference exactly: at every step the predictor sees the most recent
+``max_context`` tokens with positions restarting at 0 at the window start. While a series fits
+in the window, its keys/values are cached and each step feeds one token. Once it is longer than
+the window, the window slides by one token per step; every retained token's state changes (its
+oldest context was dropped and positions shift), so such a step recomputes the whole window —
+exactly what the reference does, but only for the rows that slide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .predictor import Kronos
+from .sampling import RowSampler, SamplingParams
+
+
+@dataclass
+class SeriesTokens:
+    """One series to continue: its tokens, the time features of its input and future rows."""
+
+    s1: Tensor  # (n,) int64
+    s2: Tensor  # (n,) int64
+    stamps: Tensor  # (n + pred_len, 5) int64: input rows then future rows
+    pred_len: int
+    sample_count: int
+    params: SamplingParams
+    generator: torch.Generator
+
+
+def _row_layout(series: list[SeriesTokens]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    repeats = np.array([s.sample_count for s in series], dtype=np.int64)
+    row_series = np.repeat(np.arange(len(series)), repeats)
+    lengths = np.array([len(s.s1) for s in series], dtype=np.int64)[row_series]
+    pred_lens = np.array([s.pred_len for s in series], dtype=np.int64)[row_series]
+    return repeats, row_series, lengths, pred_lens
+
+
+def _token_buffers(series: list[SeriesTokens], row_series: np.ndarray, width: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded per-row token and stamp buffers (R, width); stamps past a row's end repeat its last one."""
+    rows = len(row_series)
+    tok1 = torch.zeros(rows, width, dtype=torch.long, device=device)
+    tok2 = torch.zeros_like(tok1)
+    stamps = torch.zeros(rows, width, 5, dtype=torch.long, device=device)
+    for r, b in enumerate(row_series):
+        s = series[b]
+        n, m = len(s.s1), len(s.stamps)
+        tok1[r, :n] = s.s1
+        tok2[r, :n] = s.s2
+        stamps[r, :m] = s.stamps
+        stamps[r, m:] = s.stamps[-1]
+    return tok1, tok2, stamps
+
+
+@torch.inference_mode()
+def generate_recompute(model: Kronos, series: list[SeriesTokens], max_context: int) -> list[tuple[Tensor, Tensor]]:
+    """The oracle: the reference's loop, one series at a time, whole window recomputed every step.
+
+    Returns, per series, the generated (s1, s2) ids, each (sample_count, pred_len).
+    """
+    device = next(model.parameters()).device
+    results = []
+    for s in series:
+        sampler = RowSampler([s.params], [s.generator], np.array([s.sample_count]), device)
+        rows = np.arange(s.sample_count)
+        tok1 = s.s1.to(device).unsqueeze(0).repeat(s.sample_count, 1)
+        tok2 = s.s2.to(device).unsqueeze(0).repeat(s.sample_count, 1)
+        stamps = s.stamps.to(device).unsqueeze(0).repeat(s.sample_count, 1, 1)
+        n = tok1.shape[1]
+        for i in range(s.pred_len):
+            end = n + i
+            start = max(0, end - max_context)
+            s1_logits, h = model.decode_s1(tok1[:, start:end], tok2[:, start:end], stamps[:, start:end])
+            next_s1 = sampler(s1_logits[:, -1], rows)
+            s2_logits = model.decode_s2(h, next_s1.unsqueeze(1))
+            next_s2 = sampler(s2_logits[:, -1], rows)
+            tok1 = torch.cat((tok1, next_s1.unsqueeze(1)), dim=1)
+            tok2 = torch.cat((tok2, next_s2.unsqueeze(1)), dim=1)
+        results.append((tok1[:, n:], tok2[:, n:]))
+    return results
+
+
+@torch.inference_mode()
+def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int) -> list[tuple[Tensor, Tensor]]:
+    """The fast path: every series and every sample path decoded together in one batched loop.
+
+    Series may differ in length, pred_len, sample_count and sampling settings. The sample paths of
+    a series share one prefill. Returns what ``generate_recompute`` returns.
+    """
+    device = next(model.parameters()).device
+    window = max_context
+    repeats, row_series, cur, pred_lens = _row_layout(series)
+    n_rows, steps = len(row_series), int(pred_lens.max())
+    tok1, tok2, stamps = _token_buffers(series, row_series, int(cur.max()) + steps, device)
+    sampler = RowSampler([s.params for s in series], [s.generator for s in series], repeats, device)
+    first_row = np.concatenate(([0], np.cumsum(repeats)[:-1]))
+
+    # Prefill the series that fit in the window once each, then share it across their sample paths.
+    cache = None
+    cached_rows = np.nonzero(cur <= window)[0]
+    sliding = cur > window
+    if len(cached_rows):
+        fits = [b for b in range(len(series)) if len(series[b].s1) <= window]
+        lengths = np.array([len(series[b].s1) for b in fits])
+        width = int(lengths.max())
+        prefill_rows = torch.as_tensor(first_row[fits], device=device)
+        x = model.embed(tok1[prefill_rows, :width], tok2[prefill_rows, :width], stamps[prefill_rows, :width])
+        expand = torch.as_tensor(repeats[fits], device=device)
+        capacity = width + int(pred_lens[cached_rows].max())
+        cache = model.new_cache(rows=len(cached_rows), capacity=capacity, lengths=cur[cached_rows], expand=expand)
+        h = model.trunk(x, cache)
+        keys, values = model.dep_layer.cross_attn.keys_values(h)
+        h_last = h[torch.arange(len(fits), device=device), torch.as_tensor(lengths - 1, device=device)]
+        h_last = h_last.repeat_interleave(expand, dim=0)
+        keys, values = keys.repeat_interleave(expand, dim=0), values.repeat_interleave(expand, dim=0)
+        cache.dep.k[:, :, :width], cache.dep.v[:, :, :width] = keys, values
+        dep_mask = _length_mask(cur[cached_rows], width, device)
+        cached = (h_last, keys, values, dep_mask)
+
+    out1 = torch.zeros(n_rows, steps, dtype=torch.long, device=device)
+    out2 = torch.zeros_like(out1)
+    positions_window = torch.arange(window, device=device)
+    for i in range(steps):
+        if i > 0 and cache is not None:
+            keep = (pred_lens[cached_rows] > i) & (cur[cached_rows] <= window)
+            if not keep.all():
+                sliding[cached_rows[~keep]] = True
+                if keep.any():
+                    cache.keep(np.nonzero(keep)[0])
+                    cached_rows = cached_rows[keep]
+                else:
+                    cache, cached_rows = None, cached_rows[:0]
+            if cache is not None:
+                cached = _decode_step(model, cache, tok1, tok2, stamps, cached_rows, cur, device)
+        groups = []
+        if len(cached_rows):
+            groups.append((cached_rows, *cached))
+        slide_rows = np.nonzero(sliding & (pred_lens > i))[0]
+        if len(slide_rows):
+            index = torch.as_tensor(cur[slide_rows] - window, device=device).unsqueeze(1) + positions_window
+            rows_t = torch.as_tensor(slide_rows, device=device).unsqueeze(1)
+            x = model.embed(tok1[rows_t, index], tok2[rows_t, index], stamps[rows_t, index])
+            h = model.trunk(x)
+            keys, values = model.dep_layer.cross_attn.keys_values(h)
+            groups.append((slide_rows, h[:, -1], keys, values, None))
+
+        for rows, h_last, keys, values, mask in groups:
+            next_s1 = sampler(model.head.proj_s1(h_last), rows)
+            next_s2 = sampler(model.s2_logits_last(h_last, next_s1, keys, values, mask), rows)
+            rows_t = torch.as_tensor(rows, device=device)
+            cols = torch.as_tensor(cur[rows], device=device)
+            tok1[rows_t, cols] = next_s1
+            tok2[rows_t, cols] = next_s2
+            out1[rows_t, i] = next_s1
+            out2[rows_t, i] = next_s2
+            cur[rows] += 1
+
+    results = []
+    for b, s in enumerate(series):
+        rows = slice(first_row[b], first_row[b] + repeats[b])
+        results.append((out1[rows, : s.pred_len], out2[rows, : s.pred_len]))
+    return results
+
+
+def _length_mask(lengths: np.ndarray, width: int, device) -> Tensor | None:
+    if (lengths == lengths[0]).all() and lengths[0] == width:
+        return None
+    cols = torch.arange(width, device=device)
+    return (cols.unsqueeze(0) < torch.as_tensor(lengths, device=device).unsqueeze(1))[:, None, None, :]
+
+
+def _decode_step(model: Kronos, cache, tok1, tok2, stamps, rows: np.ndarray, cur: np.ndarray, device):
+    """Feed each cached row's newest token; returns its hidden state and the dependency keys/values."""
+    rows_t = torch.as_tensor(rows, device=device)
+    last = torch.as_tensor(cur[rows] - 1, device=device)
+    x = model.embed(tok1[rows_t, last].unsqueeze(1), tok2[rows_t, last].unsqueeze(1), stamps[rows_t, last].unsqueeze(1))
+    cache.begin_step()
+    h = model.trunk(x, cache)
+    keys, values = model.dep_layer.cross_attn.keys_values(h)
+    dep_keys, dep_values, mask = cache.dep.append(keys, values)
+    cache.end_step()
+    return h[:, 0], dep_keys, dep_values, mask

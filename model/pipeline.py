@@ -1,0 +1,317 @@
+"""``KronosPredictor``: candles and timestamps in, forecast candles out (the reference API plus more).
+
+The array-level entry point is ``KronosPredictor.forecast`` over ``SeriesInput`` objects; the
+pandas calls ``predict`` / ``predict_batch`` are thin adapters over it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .devices import resolve_device
+from .errors import InputError
+from .generation import SeriesTokens, generate_cached, generate_recompute
+from .predictor import Kronos
+from .sampling import SamplingParams
+from .tokenizer import KronosTokenizer
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+FEATURE_COLUMNS = (*PRICE_COLUMNS, "volume", "amount")
+MIN_ROWS = 2
+_STD_EPS = 1e-5
+
+
+def time_features(timestamps: pd.DatetimeIndex) -> np.ndarray:
+    """(n, 5) int64: minute, hour, weekday (Monday = 0), day of month, month."""
+    return np.stack(
+        [timestamps.minute, timestamps.hour, timestamps.weekday, timestamps.day, timestamps.month], axis=1
+    ).astype(np.int64)
+
+
+def as_timestamps(values, name: str, expected_len: int) -> pd.DatetimeIndex:
+    """Parse timestamps and check their count and strict increase; errors name ``name``."""
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(values))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{name}: not parseable as timestamps ({exc})") from None
+    if len(index) != expected_len:
+        raise InputError(f"{name}: expected {expected_len} timestamps, got {len(index)}")
+    if index.hasnans:
+        raise InputError(f"{name}: contains missing timestamps (NaT) at position {int(np.argmax(index.isna()))}")
+    if expected_len > 1:
+        steps = np.diff(index.asi8)
+        if (steps <= 0).any():
+            at = int(np.argmax(steps <= 0)) + 1
+            raise InputError(f"{name}: timestamps must be strictly increasing (position {at} is not after {at - 1})")
+    return index
+
+
+def complete_features(candles: np.ndarray, name: str = "candles") -> np.ndarray:
+    """(n, 6) float32 open, high, low, close, volume, amount from (n, 4|5|6) candles.
+
+    No volume: volume and amount are 0. Volume but no amount: amount = volume × mean(OHLC).
+    """
+    try:
+        x = np.asarray(candles, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: not numeric ({exc})") from None
+    if x.ndim != 2 or x.shape[1] not in (4, 5, 6):
+        raise InputError(f"{name}: expected rows of 4, 5 or 6 values (OHLC[V[A]]), got shape {x.shape}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise InputError(f"{name}: row {row} column {FEATURE_COLUMNS[col]} is {x[row, col]} (must be finite)")
+    if x.shape[1] == 4:
+        x = np.concatenate([x, np.zeros((len(x), 2))], axis=1)
+    elif x.shape[1] == 5:
+        x = np.concatenate([x, (x[:, 4] * x[:, :4].mean(axis=1))[:, None]], axis=1)
+    return x.astype(np.float32)
+
+
+@dataclass
+class SeriesInput:
+    """One series to forecast, with its own generation settings."""
+
+    candles: np.ndarray  # (n, 4|5|6): open, high, low, close[, volume[, amount]]
+    timestamps: pd.DatetimeIndex  # n input timestamps
+    future_timestamps: pd.DatetimeIndex  # pred_len future timestamps
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.9
+    sample_count: int = 1
+    seed: int | None = None
+
+    @property
+    def pred_len(self) -> int:
+        return len(self.future_timestamps)
+
+
+@dataclass
+class Forecast:
+    """A forecast: the mean over sample paths and every path, in price units, float64."""
+
+    timestamps: pd.DatetimeIndex
+    mean: np.ndarray  # (pred_len, 6)
+    samples: np.ndarray  # (sample_count, pred_len, 6)
+    seed: int
+    columns: tuple[str, ...] = field(default=FEATURE_COLUMNS)
+
+    def quantiles(self, levels: Sequence[float]) -> np.ndarray:
+        """(len(levels), pred_len, 6) quantiles over the sample paths."""
+        return np.quantile(self.samples, np.asarray(levels, dtype=np.float64), axis=0)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.mean, columns=list(self.columns), index=self.timestamps)
+
+
+class KronosPredictor:
+    """Forecast candles with a Kronos predictor and its tokenizer (a drop-in for the reference)."""
+
+    def __init__(
+        self,
+        model: Kronos,
+        tokenizer: KronosTokenizer,
+        device: str | torch.device | None = None,
+        max_context: int = 512,
+        clip: float = 5,
+    ):
+        if isinstance(max_context, bool) or not isinstance(max_context, int) or max_context < 1:
+            raise InputError(f"max_context must be a positive integer, got {max_context!r}")
+        if not isinstance(clip, (int, float)) or not clip > 0:
+            raise InputError(f"clip must be a number > 0, got {clip!r}")
+        if model.config.s1_bits != tokenizer.config.s1_bits or model.config.s2_bits != tokenizer.config.s2_bits:
+            raise InputError(
+                f"predictor and tokenizer disagree on token bits: predictor s1/s2 = {model.config.s1_bits}/"
+                f"{model.config.s2_bits}, tokenizer {tokenizer.config.s1_bits}/{tokenizer.config.s2_bits}"
+            )
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer.to(self.device).eval()
+        self.max_context = max_context
+        self.clip = float(clip)
+
+    # --- array level ---------------------------------------------------------------------
+    def forecast(self, series: Sequence[SeriesInput], *, fast: bool = True) -> list[Forecast]:
+        """Forecast every series together; ``fast=False`` runs the recompute oracle instead."""
+        if not series:
+            raise InputError("no series given")
+        prepared = [self._prepare(i, s) for i, s in enumerate(series)]
+        with torch.inference_mode():
+            normalized = [p[0] for p in prepared]
+            tokens = self._encode(normalized)
+            seeds = [p[2] for p in prepared]
+            jobs = []
+            for s, (s1, s2), (x, stamps, seed) in zip(series, tokens, prepared):
+                generator = torch.Generator().manual_seed(seed)
+                params = SamplingParams(s.temperature, s.top_k, s.top_p)
+                jobs.append(SeriesTokens(s1, s2, stamps, s.pred_len, s.sample_count, params, generator))
+            generate = generate_cached if fast else generate_recompute
+            generated = generate(self.model, jobs, self.max_context)
+            decoded = self._decode(jobs, generated)
+        results = []
+        for s, (x, _, _), paths, seed in zip(series, prepared, decoded, seeds):
+            mean_norm, std = x.mean(axis=0), x.std(axis=0)
+            scale = std + np.float32(_STD_EPS)
+            mean = paths.mean(axis=0) * scale + mean_norm
+            samples = paths * scale + mean_norm
+            results.append(
+                Forecast(s.future_timestamps, mean.astype(np.float64), samples.astype(np.float64), seed)
+            )
+        return results
+
+    def _prepare(self, index: int, s: SeriesInput) -> tuple[np.ndarray, torch.Tensor, int]:
+        name = f"series[{index}]" if index else "candles"
+        x = complete_features(s.candles, name)
+        if len(x) < MIN_ROWS:
+            raise InputError(f"{name}: needs at least {MIN_ROWS} rows, got {len(x)}")
+        if isinstance(s.pred_len, bool) or s.pred_len < 1:
+            raise InputError(f"{name}: pred_len must be >= 1, got {s.pred_len}")
+        if s.pred_len > self.max_context:
+            raise InputError(f"{name}: pred_len {s.pred_len} exceeds max_context {self.max_context}")
+        if isinstance(s.sample_count, bool) or not isinstance(s.sample_count, (int, np.integer)) or s.sample_count < 1:
+            raise InputError(f"{name}: sample_count must be an integer >= 1, got {s.sample_count!r}")
+        SamplingParams(s.temperature, s.top_k, s.top_p)
+        x_ts = as_timestamps(s.timestamps, f"{name}: x_timestamp", len(x))
+        y_ts = as_timestamps(s.future_timestamps, f"{name}: y_timestamp", s.pred_len)
+        if y_ts[0] <= x_ts[-1]:
+            raise InputError(f"{name}: y_timestamp must start after the last input timestamp {x_ts[-1]}")
+        stamps = torch.from_numpy(np.concatenate([time_features(x_ts), time_features(y_ts)]))
+        seed = s.seed if s.seed is not None else secrets.randbits(63)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+            raise InputError(f"{name}: seed must be an integer in [0, 2^63), got {seed!r}")
+        return x, stamps, int(seed)
+
+    def _normalize(self, x: np.ndarray) -> np.ndarray:
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        return np.clip((x - mean) / (std + np.float32(_STD_EPS)), -self.clip, self.clip)
+
+    def _encode(self, inputs: list[np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # Right-padded batch: the causal encoder keeps padding out of every real row.
+        lengths = [len(x) for x in inputs]
+        batch = np.zeros((len(inputs), max(lengths), 6), dtype=np.float32)
+        for i, x in enumerate(inputs):
+            batch[i, : len(x)] = self._normalize(x)
+        s1, s2 = self.tokenizer.encode(torch.from_numpy(batch).to(self.device))
+        return [(s1[i, :n].cpu(), s2[i, :n].cpu()) for i, n in enumerate(lengths)]
+
+    def _decode(self, jobs: list[SeriesTokens], generated) -> list[np.ndarray]:
+        """Normalized sample paths (S, pred_len, 6) per series: the tokenizer decodes the last
+        max_context tokens (input + generated) of each path, as the reference does."""
+        windows, spans = [], []
+        for job, (g1, g2) in zip(jobs, generated):
+            paths = g1.shape[0]
+            s1 = torch.cat((job.s1.to(self.device).expand(paths, -1), g1), dim=1)
+            s2 = torch.cat((job.s2.to(self.device).expand(paths, -1), g2), dim=1)
+            s1, s2 = s1[:, -self.max_context :], s2[:, -self.max_context :]
+            windows.append((s1, s2))
+            spans.append(s1.shape[1])
+        width = max(spans)
+        rows = sum(w[0].shape[0] for w in windows)
+        b1 = torch.zeros(rows, width, dtype=torch.long, device=self.device)
+        b2 = torch.zeros_like(b1)
+        r = 0
+        for s1, s2 in windows:
+            b1[r : r + len(s1), : s1.shape[1]] = s1
+            b2[r : r + len(s2), : s2.shape[1]] = s2
+            r += len(s1)
+        decoded = self.tokenizer.decode(b1, b2).float().cpu().numpy()
+        out, r = [], 0
+        for job, (s1, _), span in zip(jobs, windows, spans):
+            out.append(decoded[r : r + len(s1), span - job.pred_len : span])
+            r += len(s1)
+        return out
+
+    # --- the reference's pandas API ------------------------------------------------------
+    def predict(
+        self,
+        df: pd.DataFrame,
+        x_timestamp,
+        y_timestamp,
+        pred_len: int,
+        T: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.9,
+        sample_count: int = 1,
+        verbose: bool = False,
+        seed: int | None = None,
+    ) -> pd.DataFrame:
+        """Forecast pred_len candles after df; a DataFrame indexed by y_timestamp."""
+        (forecast,) = self.forecast([self._frame_input(df, x_timestamp, y_timestamp, pred_len, T, top_k, top_p, sample_count, seed)])
+        return forecast.to_frame()
+
+    def predict_batch(
+        self,
+        df_list: Sequence[pd.DataFrame],
+        x_timestamp_list: Sequence,
+        y_timestamp_list: Sequence,
+        pred_len: int | Sequence[int],
+        T: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.9,
+        sample_count: int = 1,
+        verbose: bool = False,
+        seed: int | None = None,
+    ) -> list[pd.DataFrame]:
+        """Forecast several series in one batch; unlike the reference, lengths and pred_len may differ.
+
+        With a seed, series i uses seed + i, so each answer is the one ``predict`` gives with that seed.
+        """
+        if not isinstance(df_list, (list, tuple)) or not df_list:
+            raise InputError("df_list must be a non-empty list of DataFrames")
+        n = len(df_list)
+        if len(x_timestamp_list) != n or len(y_timestamp_list) != n:
+            raise InputError(
+                f"df_list, x_timestamp_list and y_timestamp_list must have the same length "
+                f"({n}, {len(x_timestamp_list)}, {len(y_timestamp_list)})"
+            )
+        pred_lens = list(pred_len) if isinstance(pred_len, (list, tuple)) else [pred_len] * n
+        if len(pred_lens) != n:
+            raise InputError(f"pred_len has {len(pred_lens)} entries for {n} series")
+        inputs = [
+            self._frame_input(df, xs, ys, p, T, top_k, top_p, sample_count, None if seed is None else seed + i, i)
+            for i, (df, xs, ys, p) in enumerate(zip(df_list, x_timestamp_list, y_timestamp_list, pred_lens))
+        ]
+        return [f.to_frame() for f in self.forecast(inputs)]
+
+    @staticmethod
+    def _frame_input(df, x_timestamp, y_timestamp, pred_len, T, top_k, top_p, sample_count, seed, index=None) -> SeriesInput:
+        name = "df" if index is None else f"df_list[{index}]"
+        if not isinstance(df, pd.DataFrame):
+            raise InputError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+        missing = [c for c in PRICE_COLUMNS if c not in df.columns]
+        if missing:
+            raise InputError(f"{name} is missing price column(s) {', '.join(missing)}")
+        if isinstance(pred_len, bool) or not isinstance(pred_len, (int, np.integer)) or pred_len < 1:
+            raise InputError(f"pred_len must be a positive integer, got {pred_len!r}")
+        columns = list(PRICE_COLUMNS)
+        if "volume" in df.columns:
+            columns.append("volume")
+            if "amount" in df.columns:
+                columns.append("amount")
+        try:
+            candles = df[columns].to_numpy(dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{name}: price/volume columns must be numeric ({exc})") from None
+        bad = ~np.isfinite(candles)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise InputError(f"{name}: column {columns[col]} has a NaN or infinite value at row {row}")
+        if y_timestamp is None or len(y_timestamp) != pred_len:
+            got = "none" if y_timestamp is None else len(y_timestamp)
+            raise InputError(f"y_timestamp must have pred_len = {pred_len} entries, got {got}")
+        return SeriesInput(
+            candles=candles,
+            timestamps=as_timestamps(x_timestamp, f"{name}: x_timestamp", len(df)),
+            future_timestamps=as_timestamps(y_timestamp, f"{name}: y_timestamp", pred_len),
+            temperature=T,
+            top_k=top_k,
+            top_p=top_p,
+            sample_count=sample_count,
+            seed=seed,
+        )
