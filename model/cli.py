@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--timestamp-column", default=None, help="default: the first column whose name mentions time or date")
+    parser.add_argument(
+        "--timestamp-column", default=None, help="default: the first column whose name mentions time or date"
+    )
     args = parser.parse_args(argv)
 
     from .pipeline import KronosPredictor
@@ -34,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         frame = pd.read_csv(args.csv)
         frame.columns = [c.strip().lower() for c in frame.columns]
-        ts_col = args.timestamp_column or next((c for c in frame.columns if "time" in c or "date" in c), frame.columns[0])
+        ts_col = args.timestamp_column or next(
+            (c for c in frame.columns if "time" in c or "date" in c), frame.columns[0]
+        )
         frame = frame.tail(args.lookback).reset_index(drop=True)
         x_ts = pd.to_datetime(frame[ts_col])
         step = x_ts.diff().median()
@@ -43,8 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = KronosTokenizer.from_pretrained(args.tokenizer or f"{args.model}/tokenizer")
         predictor = KronosPredictor(model, tokenizer, device=args.device, max_context=args.max_context)
         forecast = predictor.predict(
-            frame, x_ts, y_ts, args.pred_len, T=args.temperature, top_p=args.top_p,
-            sample_count=args.sample_count, seed=args.seed,
+            frame,
+            x_ts,
+            y_ts,
+            args.pred_len,
+            T=args.temperature,
+            top_p=args.top_p,
+            sample_count=args.sample_count,
+            seed=args.seed,
         )
     except (KronosError, OSError, KeyError, ValueError) as exc:
         print(f"kronos-forecast: error: {exc}", file=sys.stderr)

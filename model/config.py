@@ -55,9 +55,7 @@ class _Config:
                     raise ConfigError(f"{source}: {f.name} must be in [0, 1), got {value!r}")
         if self.s1_bits != self.s2_bits:
             # The published decoder unpacks both halves with the same bit count.
-            raise ConfigError(
-                f"{source}: s1_bits ({self.s1_bits}) and s2_bits ({self.s2_bits}) must be equal"
-            )
+            raise ConfigError(f"{source}: s1_bits ({self.s1_bits}) and s2_bits ({self.s2_bits}) must be equal")
         if self.s1_bits > 20:
             raise ConfigError(f"{source}: s1_bits {self.s1_bits} is too large (vocabulary 2^bits)")
         _check_heads(source, self.d_model, self.n_heads, "n_heads")
@@ -77,7 +75,14 @@ class TokenizerConfig(_Config):
     """Constructor arguments of ``KronosTokenizer`` (one-to-one with its config.json)."""
 
     _positive_ints: ClassVar[tuple[str, ...]] = (
-        "d_in", "d_model", "n_heads", "ff_dim", "n_enc_layers", "n_dec_layers", "s1_bits", "s2_bits",
+        "d_in",
+        "d_model",
+        "n_heads",
+        "ff_dim",
+        "n_enc_layers",
+        "n_dec_layers",
+        "s1_bits",
+        "s2_bits",
         "group_size",
     )
 

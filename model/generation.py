@@ -41,7 +41,9 @@ def _row_layout(series: list[SeriesTokens]) -> tuple[np.ndarray, np.ndarray, np.
     return repeats, row_series, lengths, pred_lens
 
 
-def _token_buffers(series: list[SeriesTokens], row_series: np.ndarray, width: int, device) -> tuple[Tensor, Tensor, Tensor]:
+def _token_buffers(
+    series: list[SeriesTokens], row_series: np.ndarray, width: int, device
+) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded per-row token and stamp buffers (R, width); stamps past a row's end repeat its last one."""
     rows = len(row_series)
     tok1 = torch.zeros(rows, width, dtype=torch.long, device=device)

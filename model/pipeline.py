@@ -30,7 +30,7 @@ _STD_EPS = 1e-5
 def time_features(timestamps: pd.DatetimeIndex) -> np.ndarray:
     """(n, 5) int64: minute, hour, weekday (Monday = 0), day of month, month."""
     return np.stack(
-        [timestamps.minute, timestamps.hour, timestamps.weekday, timestamps.day, timestamps.month], axis=1
+        [timestamps.minute, timestamps.hour, timestamps.day_of_week, timestamps.day, timestamps.month], axis=1
     ).astype(np.int64)
 
 
@@ -147,7 +147,7 @@ class KronosPredictor:
             tokens = self._encode(normalized)
             seeds = [p[2] for p in prepared]
             jobs = []
-            for s, (s1, s2), (x, stamps, seed) in zip(series, tokens, prepared):
+            for s, (s1, s2), (_, stamps, seed) in zip(series, tokens, prepared):
                 generator = torch.Generator().manual_seed(seed)
                 params = SamplingParams(s.temperature, s.top_k, s.top_p)
                 jobs.append(SeriesTokens(s1, s2, stamps, s.pred_len, s.sample_count, params, generator))
@@ -160,9 +160,7 @@ class KronosPredictor:
             scale = std + np.float32(_STD_EPS)
             mean = paths.mean(axis=0) * scale + mean_norm
             samples = paths * scale + mean_norm
-            results.append(
-                Forecast(s.future_timestamps, mean.astype(np.float64), samples.astype(np.float64), seed)
-            )
+            results.append(Forecast(s.future_timestamps, mean.astype(np.float64), samples.astype(np.float64), seed))
         return results
 
     def _prepare(self, index: int, s: SeriesInput) -> tuple[np.ndarray, torch.Tensor, int]:
@@ -242,7 +240,9 @@ class KronosPredictor:
         seed: int | None = None,
     ) -> pd.DataFrame:
         """Forecast pred_len candles after df; a DataFrame indexed by y_timestamp."""
-        (forecast,) = self.forecast([self._frame_input(df, x_timestamp, y_timestamp, pred_len, T, top_k, top_p, sample_count, seed)])
+        (forecast,) = self.forecast(
+            [self._frame_input(df, x_timestamp, y_timestamp, pred_len, T, top_k, top_p, sample_count, seed)]
+        )
         return forecast.to_frame()
 
     def predict_batch(
@@ -280,7 +280,9 @@ class KronosPredictor:
         return [f.to_frame() for f in self.forecast(inputs)]
 
     @staticmethod
-    def _frame_input(df, x_timestamp, y_timestamp, pred_len, T, top_k, top_p, sample_count, seed, index=None) -> SeriesInput:
+    def _frame_input(
+        df, x_timestamp, y_timestamp, pred_len, T, top_k, top_p, sample_count, seed, index=None
+    ) -> SeriesInput:
         name = "df" if index is None else f"df_list[{index}]"
         if not isinstance(df, pd.DataFrame):
             raise InputError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")

@@ -74,7 +74,9 @@ class RowSampler:
         self.repeats = repeats
         self.row_series = np.repeat(np.arange(len(params)), repeats)
         self.device = device
-        self.temperature = torch.tensor([params[s].temperature for s in self.row_series], dtype=torch.float32, device=device)
+        self.temperature = torch.tensor(
+            [params[s].temperature for s in self.row_series], dtype=torch.float32, device=device
+        )
         self.top_k = torch.tensor([params[s].top_k for s in self.row_series], dtype=torch.long, device=device)
         self.top_p = torch.tensor([params[s].top_p for s in self.row_series], dtype=torch.float32, device=device)
 

@@ -1,0 +1,107 @@
+"""The fast (KV-cached, batched) decoder against the recompute oracle, and batch invariance.
+
+Random sampling is used on purpose: with seeded per-series generators, equal logits give equal
+ids, so exact id equality checks every step, including the steps where the window slides.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from model.generation import SeriesTokens, generate_cached, generate_recompute
+from model.pipeline import SeriesInput
+from model.sampling import SamplingParams
+
+COLUMNS = ["open", "high", "low", "close", "volume", "amount"]
+
+
+def _jobs(tokenizer, frame, specs, seed0=0):
+    """SeriesTokens for (length, pred_len, sample_count, params) specs cut from one input frame."""
+    x = frame[COLUMNS].to_numpy(np.float32)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-5)
+    jobs = []
+    for i, (length, pred_len, samples, params) in enumerate(specs):
+        s1, s2 = tokenizer.encode(torch.from_numpy(x[-length:]).unsqueeze(0))
+        stamps = torch.randint(0, 7, (length + pred_len, 5))
+        generator = torch.Generator().manual_seed(seed0 + i)
+        jobs.append(SeriesTokens(s1[0], s2[0], stamps, pred_len, samples, params, generator))
+    return jobs
+
+
+def _fresh(jobs, seed0=0):
+    return [
+        SeriesTokens(
+            j.s1, j.s2, j.stamps, j.pred_len, j.sample_count, j.params, torch.Generator().manual_seed(seed0 + i)
+        )
+        for i, j in enumerate(jobs)
+    ]
+
+
+SAMPLED = SamplingParams(temperature=1.0, top_k=0, top_p=0.9)
+
+
+@pytest.mark.parametrize(
+    "max_context,specs",
+    [
+        pytest.param(128, [(80, 16, 1, SAMPLED)], id="fits"),
+        pytest.param(88, [(80, 16, 2, SAMPLED)], id="slides-midway"),
+        pytest.param(48, [(80, 10, 3, SAMPLED)], id="input-longer-than-window"),
+        pytest.param(
+            48,
+            [
+                (20, 12, 2, SAMPLED),
+                (47, 5, 1, SamplingParams(0.7, 5, 1.0)),
+                (48, 9, 3, SamplingParams(1.3, 0, 0.5)),
+                (60, 3, 1, SamplingParams(1.0, 1, 1.0)),
+                (36, 20, 2, SAMPLED),
+            ],
+            id="mixed-lengths-pred-lens-samples-settings",
+        ),
+    ],
+)
+def test_fast_path_ids_equal_recompute_oracle(tokenizer, predictor_model, conformance_input, max_context, specs):
+    jobs = _jobs(tokenizer, conformance_input, specs)
+    oracle = generate_recompute(predictor_model, jobs, max_context)
+    fast = generate_cached(predictor_model, _fresh(jobs), max_context)
+    for (o1, o2), (f1, f2), (_, pred_len, samples, _) in zip(oracle, fast, specs):
+        assert o1.shape == (samples, pred_len)
+        torch.testing.assert_close(f1, o1, rtol=0, atol=0)
+        torch.testing.assert_close(f2, o2, rtol=0, atol=0)
+
+
+def test_batch_companions_do_not_change_a_series(tokenizer, predictor_model, conformance_input):
+    specs = [(40, 12, 2, SAMPLED), (80, 6, 1, SAMPLED), (25, 20, 3, SamplingParams(0.8, 3, 1.0))]
+    jobs = _jobs(tokenizer, conformance_input, specs)
+    together = generate_cached(predictor_model, jobs, 48)
+    for i in range(len(jobs)):
+        (alone,) = generate_cached(predictor_model, [_fresh(jobs)[i]], 48)
+        torch.testing.assert_close(alone[0], together[i][0], rtol=0, atol=0)
+        torch.testing.assert_close(alone[1], together[i][1], rtol=0, atol=0)
+
+
+def test_sample_paths_differ_and_seed_reproduces(make_predictor, conformance_input, future_timestamps):
+    predictor = make_predictor(max_context=64)
+    series = SeriesInput(
+        candles=conformance_input[COLUMNS].to_numpy(),
+        timestamps=pd.DatetimeIndex(conformance_input["timestamps"]),
+        future_timestamps=pd.DatetimeIndex(future_timestamps),
+        temperature=1.0,
+        top_p=0.9,
+        sample_count=4,
+        seed=123,
+    )
+    (first,) = predictor.forecast([series])
+    (again,) = predictor.forecast([series])
+    assert first.samples.shape == (4, 16, 6)
+    np.testing.assert_array_equal(first.samples, again.samples)
+    assert not np.allclose(first.samples[0], first.samples[1])
+    np.testing.assert_allclose(first.mean, first.samples.mean(axis=0), rtol=1e-5, atol=1e-6)
+    bands = first.quantiles([0.1, 0.5, 0.9])
+    assert bands.shape == (3, 16, 6)
+    assert (bands[0] <= bands[1]).all() and (bands[1] <= bands[2]).all()
+    series.seed = 124
+    (other,) = predictor.forecast([series])
+    assert not np.array_equal(other.samples, first.samples)

@@ -1,0 +1,49 @@
+"""Sampling semantics: temperature, top-k (ties kept, top-p then skipped), top-p nucleus, inverse CDF."""
+
+from __future__ import annotations
+
+import torch
+
+from model.sampling import filter_logits, sample
+
+
+def _params(n, t=1.0, k=0, p=1.0):
+    return torch.full((n,), t), torch.full((n,), k, dtype=torch.long), torch.full((n,), p)
+
+
+def test_top_k_keeps_the_k_best_and_ignores_top_p():
+    logits = torch.tensor([[1.0, 4.0, 3.0, 2.0, 0.0]])
+    kept = torch.isfinite(filter_logits(logits, *_params(1, k=2, p=0.01)))
+    assert kept.tolist() == [[False, True, True, False, False]]
+
+
+def test_top_p_keeps_smallest_nucleus_reaching_p_and_always_the_best():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    assert torch.isfinite(filter_logits(logits, *_params(1, p=0.79))).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, *_params(1, p=0.81))).tolist() == [[True, True, True, False]]
+    assert torch.isfinite(filter_logits(logits, *_params(1, p=0.1))).tolist() == [[True, False, False, False]]
+
+
+def test_temperature_scales_logits():
+    logits = torch.tensor([[2.0, 4.0]])
+    torch.testing.assert_close(filter_logits(logits, *_params(1, t=2.0)), torch.tensor([[1.0, 2.0]]))
+
+
+def test_inverse_cdf_draws_follow_the_distribution():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0]]).log_softmax(-1).expand(4, 4)
+    u = torch.tensor([0.0, 0.26, 0.51, 0.99])
+    assert sample(logits, *_params(4), u).tolist() == [0, 1, 2, 3]
+
+
+def test_zero_probability_tokens_are_never_drawn():
+    logits = torch.tensor([[-float("inf"), 0.0, -float("inf"), 0.0]]).expand(3, 4)
+    ids = sample(logits, *_params(3), torch.tensor([0.0, 0.5, 0.999999]))
+    assert set(ids.tolist()) <= {1, 3}
+
+
+def test_per_row_settings():
+    logits = torch.tensor([[1.0, 3.0, 2.0]]).expand(2, 3)
+    temperature, top_k, top_p = torch.tensor([1.0, 1.0]), torch.tensor([1, 0]), torch.tensor([1.0, 1.0])
+    ids = sample(logits, temperature, top_k, top_p, torch.tensor([0.0, 0.0]))
+    assert ids.tolist() == [1, 0]  # greedy row vs a full-distribution draw at u = 0
