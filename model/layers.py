@@ -16,9 +16,39 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32 and _fused_rms_norm is not None:
+            return _fused_rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
+
+
+_fused_rms_norm = getattr(F, "rms_norm", None)  # torch >= 2.4: one kernel instead of six
+
+
+class FusedLinears:
+    """Concatenated weights of several Linear layers fed the same input, for inference.
+
+    One matmul instead of several cuts per-step overhead in decoding. Rebuilt whenever a source
+    parameter is replaced, moved or updated in place (its pointer or version changes).
+    """
+
+    def __init__(self, *linears: nn.Linear):
+        self.linears = linears
+        self.key: tuple | None = None
+        self.weight: Tensor | None = None
+        self.bias: Tensor | None = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        params = [p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None]
+        key = tuple((p.data_ptr(), p._version, p.device) for p in params)
+        if key != self.key:
+            with torch.no_grad():
+                self.weight = torch.cat([lin.weight for lin in self.linears])
+                biases = [lin.bias for lin in self.linears]
+                self.bias = None if biases[0] is None else torch.cat(biases)
+            self.key = key
+        return F.linear(x, self.weight, self.bias)
 
 
 class RotaryEmbedding(nn.Module):
@@ -53,6 +83,18 @@ class RotaryEmbedding(nn.Module):
         return cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
 
 
+def attend_one(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Attention of a single query position (B, H, 1, hd) over (B, H, L, hd) keys/values.
+
+    Two small matmuls: PyTorch's fused CPU kernel is an order of magnitude slower for one query
+    over a strided cache slice.
+    """
+    scores = torch.matmul(q, keys.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), values)
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
@@ -75,20 +117,29 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.rotary = RotaryEmbedding(self.head_dim)
+        self._qkv = FusedLinears(self.q_proj, self.k_proj, self.v_proj)
 
-    def _heads(self, x: Tensor) -> Tensor:
-        b, n, _ = x.shape
-        return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+    def _qkv_heads(self, x: Tensor) -> Tensor:
+        """q, k, v projections as (B, L, 3, H, hd)."""
+        b, n, d = x.shape
+        if torch.is_grad_enabled():
+            qkv = torch.cat((self.q_proj(x), self.k_proj(x), self.v_proj(x)), dim=-1)
+        else:
+            qkv = self._qkv(x)
+        return qkv.view(b, n, 3, self.n_heads, self.head_dim)
 
     def forward(self, x: Tensor, cache: LayerCache | None = None) -> Tensor:
         b, n, d = x.shape
         if cache is None or n > 1:
-            cos, sin = self.rotary.first(n)
+            cos, sin = self.rotary.first(n)  # (L, hd)
+            cos, sin = cos[:, None, None], sin[:, None, None]
         else:
-            cos, sin = self.rotary.at(cache.owner.step.positions, cache.owner.step.used)
-        q = apply_rotary(self._heads(self.q_proj(x)), cos, sin)
-        k = apply_rotary(self._heads(self.k_proj(x)), cos, sin)
-        v = self._heads(self.v_proj(x))
+            cos, sin = self.rotary.at(cache.owner.step.positions, cache.owner.step.used)  # (B, 1, 1, hd)
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        qkv = self._qkv_heads(x)
+        # Rotate q and k in one go: (B, L, 2, H, hd).
+        q, k = apply_rotary(qkv[:, :, :2], cos, sin).transpose(1, 3).unbind(2)
+        v = qkv[:, :, 2].transpose(1, 2)
         if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif n > 1:
@@ -97,8 +148,7 @@ class SelfAttention(nn.Module):
             cache.prefill(k, v)
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            keys, values, mask = cache.append(k, v)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            out = attend_one(q, *cache.append(k, v))
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -108,9 +158,13 @@ class SwiGLU(nn.Module):
         self.w1 = nn.Linear(d_model, ff_dim, bias=False)
         self.w2 = nn.Linear(ff_dim, d_model, bias=False)
         self.w3 = nn.Linear(d_model, ff_dim, bias=False)
+        self._w13 = FusedLinears(self.w1, self.w3)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if torch.is_grad_enabled():
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate, up = self._w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
 
 
 class Block(nn.Module):

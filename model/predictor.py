@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .checkpoint import PretrainedMixin
 from .config import PredictorConfig
 from .kv_cache import KVCache
-from .layers import Block, RMSNorm, RotaryEmbedding, apply_rotary
+from .layers import Block, RMSNorm, RotaryEmbedding, apply_rotary, attend_one
 
 
 class HierarchicalEmbedding(nn.Module):
@@ -90,7 +90,10 @@ class CrossAttention(nn.Module):
         if n > 1:
             cos, sin = self.rotary.first(n)
             q, keys = apply_rotary(q, cos, sin), apply_rotary(keys, cos, sin)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        if n == 1:
+            out = attend_one(q, keys, values, mask)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 

@@ -1,0 +1,143 @@
+"""Recompute (the reference's algorithm) vs our fast decoder, side by side, on a Kronos-small-shaped model.
+
+    python benchmarks/decode.py            # the issue's cases (about 3-4 minutes on 2 cores)
+    python benchmarks/decode.py --quick    # smaller shapes, seconds
+
+Weights are random (Kronos-small / Kronos-Tokenizer-base shapes from SPEC); the input is real
+EURUSD hourly candles from the `backtesting` package. Each case runs both paths with the same
+seed and checks that the forecasts are equal. Peak memory is the largest resident-set growth
+seen during the call (sampled every 2 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import torch
+
+from model import KronosPredictor, SeriesInput
+from model.config import PredictorConfig, TokenizerConfig
+from model.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
+
+
+def eurusd() -> pd.DataFrame:
+    import backtesting.test
+
+    frame = pd.read_csv(Path(backtesting.test.__file__).parent / "EURUSD.csv", index_col=0, parse_dates=True)
+    frame.columns = [c.lower() for c in frame.columns]
+    return frame
+
+
+class PeakRSS:
+    """Largest growth of this process's resident memory while the block runs."""
+
+    def __enter__(self):
+        self.process = psutil.Process()
+        self.base = self.peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def _watch(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def series_from(frame: pd.DataFrame, end: int, lookback: int, pred_len: int, sample_count: int, seed: int):
+    window = frame.iloc[end - lookback : end]
+    step = window.index[-1] - window.index[-2]
+    return SeriesInput(
+        candles=window[["open", "high", "low", "close", "volume"]].to_numpy(),
+        timestamps=window.index,
+        future_timestamps=pd.date_range(window.index[-1] + step, periods=pred_len, freq=step),
+        temperature=1.0,
+        top_p=0.9,
+        sample_count=sample_count,
+        seed=seed,
+    )
+
+
+def run(predictor: KronosPredictor, series, fast: bool):
+    with PeakRSS() as memory:
+        start = time.perf_counter()
+        forecasts = predictor.forecast(series, fast=fast)
+        seconds = time.perf_counter() - start
+    return seconds, memory.mib, forecasts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke run")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.quick:
+        predictor_config = PredictorConfig(s1_bits=10, s2_bits=10, n_layers=2, d_model=64, n_heads=4, ff_dim=128)
+        tokenizer_config = TokenizerConfig(
+            d_in=6, d_model=32, n_heads=4, ff_dim=64, n_enc_layers=2, n_dec_layers=2, s1_bits=10, s2_bits=10
+        )
+        lookback, pred_len, mixed = 100, 20, [(60, 10), (100, 20), (30, 5), (80, 15)]
+    else:
+        predictor_config, tokenizer_config = KRONOS_SMALL, TOKENIZER_BASE
+        lookback, pred_len = 400, 120
+        mixed = [(400, 120), (100, 20), (250, 60), (512, 30), (64, 120), (300, 90), (450, 40), (180, 120)]
+
+    model, tokenizer = random_pair(predictor_config, tokenizer_config, seed=0)
+    predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=512)
+    frame = eurusd()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {predictor_config}")
+
+    cases = [
+        (f"lookback {lookback} / pred_len {pred_len}, sample_count 1", [series_from(frame, 3000, lookback, pred_len, 1, 1)]),
+        (f"lookback {lookback} / pred_len {pred_len}, sample_count 5", [series_from(frame, 3000, lookback, pred_len, 5, 2)]),
+        (
+            f"batch of {len(mixed)} mixed series (lookback/pred_len {', '.join(f'{a}/{b}' for a, b in mixed)})",
+            [series_from(frame, 1000 + 400 * i, a, b, 1, 10 + i) for i, (a, b) in enumerate(mixed)],
+        ),
+    ]
+    predictor.forecast(cases[0][1][:1], fast=True)  # warm-up (allocator, kernels)
+
+    rows = []
+    for name, series in cases:
+        slow_s, slow_mem, slow = run(predictor, series, fast=False)
+        fast_s, fast_mem, fast = run(predictor, series, fast=True)
+        equal = all(
+            np.allclose(a.samples, b.samples, rtol=1e-4, atol=1e-6 * np.abs(a.samples).max()) for a, b in zip(slow, fast)
+        )
+        rows.append((name, slow_s, fast_s, slow_s / fast_s, slow_mem, fast_mem, equal))
+        print(
+            f"{name}\n  recompute {slow_s:8.2f} s  peak +{slow_mem:7.1f} MiB\n"
+            f"  fast      {fast_s:8.2f} s  peak +{fast_mem:7.1f} MiB\n"
+            f"  speed-up  {slow_s / fast_s:8.1f}x   outputs equal: {equal}",
+            flush=True,
+        )
+
+    print("\n| case | recompute s | fast s | speed-up | recompute peak MiB | fast peak MiB | equal |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, slow_s, fast_s, ratio, slow_mem, fast_mem, equal in rows:
+        print(f"| {name} | {slow_s:.2f} | {fast_s:.2f} | {ratio:.1f}x | {slow_mem:.0f} | {fast_mem:.0f} | {equal} |")
+    if not all(r[-1] for r in rows):
+        raise SystemExit("fast and recompute outputs differ")
+
+
+if __name__ == "__main__":
+    main()
