@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1
+# One image for every device: the torch build is the only difference between the CPU and GPU images.
+#   CPU (default):  docker build -t kronos-service:cpu .
+#   GPU (CUDA):     docker build -t kronos-service:gpu --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
+# (PyPI's Linux torch wheel is the CUDA build; pick https://download.pytorch.org/whl/cuXXX to match an
+# older driver.) The bundled placeholder model is in /models, so the image runs with no mount; mount
+# a real checkpoint folder read-only over it: -v /srv/kronos/Kronos-small:/models:ro
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- build: a virtual environment with torch and the package, nothing else --------------------
+FROM ${PYTHON_IMAGE} AS build
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+
+# The README's install, in two steps so the torch layer is cached across code changes: torch from
+# the chosen wheel index first, then the package, which keeps that torch (it allows 2.2 to 2.13).
+RUN python -m venv /opt/venv \
+    && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY model ./model
+COPY services ./services
+RUN pip install . \
+    && python -c "import torch, model, services.kronos_fastapi; print('torch', torch.__version__)"
+
+# ---- runtime: the environment, the bundled model, a non-root user ------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+
+# Settings for the container; every other KRONOS_* variable is read at start-up (see README).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    KRONOS_HOST=0.0.0.0 \
+    KRONOS_PORT=8000 \
+    KRONOS_MODEL_PATH=/models \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+
+RUN groupadd --system --gid 10001 kronos \
+    && useradd --system --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin kronos
+
+COPY --from=build /opt/venv /opt/venv
+# Root-owned and read-only for the service user, like the mount that replaces it.
+COPY model/bundled/kronos-placeholder-random /models
+
+# Numeric, so runtimes that enforce non-root (e.g. Kubernetes runAsNonRoot) can verify it.
+USER 10001:10001
+WORKDIR /home/kronos
+EXPOSE 8000
+
+# Liveness only (the process serves); compose files check readiness (/v1/readyz) instead.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v1/healthz' % os.environ.get('KRONOS_PORT', '8000'), timeout=4)"]
+
+CMD ["kronos-serve"]
