@@ -1,0 +1,146 @@
+"""The app factory: ``create_app(settings)`` builds the FastAPI app; its lifespan loads the model
+in the background and keeps the address lists fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+from slowapi.middleware import SlowAPIASGIMiddleware
+from starlette.middleware.cors import CORSMiddleware
+
+from .addresses import AddressList
+from .errors import install_error_handlers
+from .metrics import ServiceMetrics
+from .middleware import (
+    AccessLogMiddleware,
+    AllowListMiddleware,
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    ClientAddressMiddleware,
+    RequestContextMiddleware,
+    UnhandledErrorMiddleware,
+)
+from .ratelimit import build_limiter, install_rate_limit_handler
+from .routes import health, metrics, predict
+from .schemas import BatchRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
+from .service import ForecastService
+from .settings import Settings, load_settings
+
+logger = logging.getLogger("kronos.service")
+
+VERSION = "0.1.0"
+LIVENESS = "/v1/healthz"
+# Open to every client that passes the allow-list: probes and scrapers need no API key.
+PROBES = ("/v1/healthz", "/v1/readyz", "/v1/metrics")
+_DNS_TIMEOUT_S = 10.0
+
+
+async def _refresh_addresses(lists: list[AddressList], every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        for addresses in lists:
+            await asyncio.to_thread(addresses.refresh)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    service: ForecastService = app.state.service
+    named = [a for a in (app.state.allowed_clients, app.state.trusted_proxies) if a.has_names]
+    for addresses in named:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(addresses.refresh), _DNS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            logger.warning("resolving %s took over %ss; retrying in the background", addresses.entries, _DNS_TIMEOUT_S)
+    tasks = [asyncio.create_task(service.load(), name="kronos-load")]
+    if named:
+        tasks.append(asyncio.create_task(_refresh_addresses(named, settings.address_refresh_s), name="kronos-dns"))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await service.close()
+
+
+def _openapi(app: FastAPI):
+    """FastAPI's schema plus the request models the predict routes parse themselves."""
+
+    def build() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        models = [(m, "validation") for m in (SingleRequest, BatchRequest, LegacySingleRequest, LegacyBatchRequest)]
+        _, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
+        app.openapi_schema = schema
+        return schema
+
+    return build
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app for ``settings`` (default: read from the environment and ``.env``)."""
+    settings = settings or load_settings()
+    service_metrics = ServiceMetrics()
+    service = ForecastService(settings, service_metrics)
+    app = FastAPI(
+        title="Kronos forecasting service",
+        version=VERSION,
+        description="Forecast OHLCV candlesticks with Kronos. Errors always have the shape "
+        '`{"error": {"type", "message", "details"}}`; unknown request fields are rejected (422).',
+        lifespan=lifespan,
+        docs_url="/docs" if settings.enable_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.enable_docs else None,
+    )
+    app.state.settings = settings
+    app.state.metrics = service_metrics
+    app.state.service = service
+    app.state.allowed_clients = AddressList(settings.allowed_clients)
+    app.state.trusted_proxies = AddressList(settings.trusted_proxies)
+
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    app.include_router(metrics.router)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+
+    limiter = build_limiter(settings)
+    app.state.limiter = limiter
+    for endpoint in (health.healthz, health.readyz, metrics.metrics):
+        limiter.exempt(endpoint)
+    install_rate_limit_handler(app, limiter)
+
+    # Added innermost first: a request meets them bottom-up.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SlowAPIASGIMiddleware)  # before the body is read: a refused client costs little
+    if settings.api_keys:
+        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=PROBES)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Kronos-Device", "X-Kronos-Instance", "Retry-After"],
+        )
+    if settings.allowed_clients:
+        app.add_middleware(AllowListMiddleware, allowed=app.state.allowed_clients, open_paths=(LIVENESS,))
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=app.state.trusted_proxies)
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(AccessLogMiddleware, metrics=service_metrics, device_label=lambda: service.device_label)
+    app.add_middleware(
+        RequestContextMiddleware, instance_name=settings.instance_name, device_label=lambda: service.device_label
+    )
+    return app

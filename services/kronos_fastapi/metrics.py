@@ -1,0 +1,82 @@
+"""Prometheus metrics of one app instance, in its own registry (so tests can build many apps).
+
+Names follow Prometheus conventions: ``kronos_`` prefix, ``_total`` counters, base units
+(``_seconds``), no colons.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+
+__all__ = ["PROMETHEUS_CONTENT_TYPE", "ServiceMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_ROWS_BUCKETS = (1, 2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+_PRED_LEN_BUCKETS = (1, 5, 10, 20, 30, 60, 120, 240, 512, 1024)
+_ITEMS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServiceMetrics:
+    """Every metric the service exports; ``render()`` gives the text exposition."""
+
+    def __init__(self) -> None:
+        # The *_created series double the output and no dashboard uses them.
+        disable_created_metrics()
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.requests = Counter(
+            "kronos_http_requests",
+            "HTTP requests answered, by route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "kronos_http_request_duration_seconds",
+            "HTTP request latency, by route template and status",
+            ["method", "route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("kronos_http_requests_in_flight", "HTTP requests being served now", registry=r)
+        self.prediction_duration = Histogram(
+            "kronos_prediction_duration_seconds",
+            "Model time of one forecast call (one batch of series)",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predicted_series = Counter(
+            "kronos_predicted_series", "Series forecast successfully", ["endpoint"], registry=r
+        )
+        self.rows = Histogram(
+            "kronos_request_rows", "Candle rows per series in a request", buckets=_ROWS_BUCKETS, registry=r
+        )
+        self.pred_len = Histogram(
+            "kronos_request_pred_len", "Forecast length (pred_len) per series", buckets=_PRED_LEN_BUCKETS, registry=r
+        )
+        self.batch_items = Histogram(
+            "kronos_request_batch_items", "Series per /v1/predict/batch request", buckets=_ITEMS_BUCKETS, registry=r
+        )
+        self.rate_limited = Counter("kronos_rate_limited", "Requests refused by the rate limit", ["route"], registry=r)
+        self.rejections = Counter(
+            "kronos_rejections", "Requests refused before or instead of a forecast, by reason", ["reason"], registry=r
+        )
+        self.model_ready = Gauge("kronos_model_ready", "1 when the model is loaded and warmed up", registry=r)
+        self.model_load_seconds = Gauge("kronos_model_load_seconds", "Time to load and warm up the model", registry=r)
+        self.device = Info("kronos_device", "Device requested and used, model and instance", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

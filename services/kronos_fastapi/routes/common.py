@@ -1,0 +1,44 @@
+"""What the route modules share: access to the app's objects and the documented error responses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from ..metrics import ServiceMetrics
+from ..schemas import ErrorResponse
+from ..service import ForecastService
+from ..settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_service(request: Request) -> ForecastService:
+    return request.app.state.service
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+ServiceDep = Annotated[ForecastService, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Malformed JSON (invalid_json)",
+        401: "Missing or wrong API key, when KRONOS_API_KEYS is set (unauthorized)",
+        403: "Client not in KRONOS_ALLOWED_CLIENTS (forbidden)",
+        413: "Body larger than KRONOS_MAX_REQUEST_SIZE_MB (payload_too_large)",
+        422: "Valid JSON that is not a valid request; names the field and row (validation_error)",
+        429: "Rate limit exceeded; see Retry-After (rate_limited)",
+        500: "Unexpected server error (internal_error)",
+        503: "Model not loaded yet or failed to load (model_not_ready)",
+        504: "Forecast took longer than KRONOS_REQUEST_TIMEOUT_S (timeout)",
+    }
+    return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}

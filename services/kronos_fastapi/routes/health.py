@@ -1,0 +1,95 @@
+"""Liveness, readiness and a detailed health report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import psutil
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from ..schemas import DetailedHealthResponse, HealthResponse, ReadyResponse
+from .common import ServiceDep, error_responses
+
+router = APIRouter(prefix="/v1", tags=["health"])
+
+# Thresholds above which /v1/healthz/detailed says "degraded".
+MEMORY_PERCENT_LIMIT = 90.0
+DISK_PERCENT_LIMIT = 95.0
+
+
+@router.get("/healthz", response_model=HealthResponse, summary="Liveness: 200 while the process serves")
+async def healthz(service: ServiceDep) -> dict[str, Any]:
+    return {"status": "ok", "instance": service.settings.instance_name, "uptime_s": service.uptime_s}
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyResponse,
+    summary="Readiness: 200 once the model is loaded and warmed up, else 503 with a reason",
+    responses={503: {"model": ReadyResponse, "description": "loading, or failed (e.g. the device is missing)"}},
+)
+async def readyz(service: ServiceDep) -> JSONResponse:
+    model = service.model
+    body = {
+        "status": service.state,
+        "reason": service.reason,
+        "device": service.device,
+        "device_requested": service.device_requested,
+        "device_fallback": service.fallback,
+        "instance": service.settings.instance_name,
+        "uptime_s": service.uptime_s,
+        "model": model.__dict__ if model else None,
+    }
+    return JSONResponse(body, status_code=200 if service.ready else 503)
+
+
+@router.get(
+    "/healthz/detailed",
+    response_model=DetailedHealthResponse,
+    summary="Uptime, model state, process and system memory, disk: healthy or degraded",
+    responses=error_responses(401, 403),
+)
+async def healthz_detailed(service: ServiceDep) -> dict[str, Any]:
+    process = psutil.Process(os.getpid())
+    memory = psutil.virtual_memory()
+    disk_path = str(service.settings.model_path)
+    disk = shutil.disk_usage(disk_path if os.path.exists(disk_path) else "/")
+    disk_percent = round(100.0 * disk.used / disk.total, 1) if disk.total else 0.0
+    problems = []
+    if not service.ready:
+        problems.append(f"model {service.state}: {service.reason}")
+    if memory.percent > MEMORY_PERCENT_LIMIT:
+        problems.append(f"system memory {memory.percent}% used")
+    if disk_percent > DISK_PERCENT_LIMIT:
+        problems.append(f"disk {disk_percent}% used")
+    with process.oneshot():
+        process_info = {
+            "pid": process.pid,
+            "rss_bytes": process.memory_info().rss,
+            "threads": process.num_threads(),
+            "cpu_percent": process.cpu_percent(interval=None),
+        }
+    return {
+        "status": "degraded" if problems else "healthy",
+        "problems": problems,
+        "instance": service.settings.instance_name,
+        "uptime_s": service.uptime_s,
+        "model": {
+            "state": service.state,
+            "reason": service.reason,
+            "version": service.model.version if service.model else None,
+            "device": service.device,
+            "device_requested": service.device_requested,
+        },
+        "process": process_info,
+        "system": {
+            "memory_total_bytes": memory.total,
+            "memory_available_bytes": memory.available,
+            "memory_percent": memory.percent,
+            "cpu_count": psutil.cpu_count(),
+        },
+        "disk": {"path": disk_path, "total_bytes": disk.total, "free_bytes": disk.free, "percent": disk_percent},
+    }

@@ -1,0 +1,105 @@
+"""``/v1/predict/single`` and ``/v1/predict/batch``: both request shapes, answered in their own shape."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ..forecasting import ParsedRequest, forecast_result, legacy_result, parse_batch, parse_single
+from ..schemas import BatchResponse, LegacySingleResponse, SingleResponse
+from ..service import ForecastService
+from ..settings import Settings
+from .common import ServiceDep, SettingsDep, error_responses
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+# Bodies above this are parsed in a worker thread, so a big JSON body does not stall health checks.
+_PARSE_OFF_LOOP_BYTES = 256 * 1024
+_ERRORS = error_responses(400, 401, 403, 413, 422, 429, 500, 503, 504)
+
+
+def _request_body(*schemas: str) -> dict[str, Any]:
+    refs = [{"$ref": f"#/components/schemas/{name}"} for name in schemas]
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": refs}}}}}
+
+
+async def _parse(
+    request: Request, parse: Callable[[bytes, Settings], ParsedRequest], settings: Settings
+) -> ParsedRequest:
+    body = await request.body()
+    if len(body) > _PARSE_OFF_LOOP_BYTES:
+        parsed = await asyncio.to_thread(parse, body, settings)
+    else:
+        parsed = parse(body, settings)
+    request.state.rows, request.state.pred_len, request.state.items = parsed.rows, parsed.pred_len, len(parsed.items)
+    return parsed
+
+
+def _served(service: ForecastService, started: float) -> dict[str, Any]:
+    return {
+        "device": service.device_label,
+        "model": service.model.version if service.model else "",
+        "instance": service.settings.instance_name,
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
+@router.post(
+    "/predict/single",
+    summary="Forecast one series",
+    description='Body: the guide\'s `{"data": [[open, high, low, close], …], "pred_len": 10}` (rows may add '
+    'volume and amount, or be objects), or the original service\'s `{"candles", "timestamps", '
+    '"prediction_timestamps", "overrides"}`, answered in that service\'s shape.',
+    response_model=SingleResponse | LegacySingleResponse,
+    responses=_ERRORS,
+    openapi_extra=_request_body("SingleRequest", "LegacySingleRequest"),
+)
+async def predict_single(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+) -> JSONResponse:
+    started = time.perf_counter()
+    parsed = await _parse(request, parse_single, settings)
+    item = parsed.items[0]
+    (forecast,) = await service.forecast([item.series], endpoint="single")
+    if parsed.legacy:
+        model = service.model
+        return JSONResponse(legacy_result(item, forecast, model.version, model.tokenizer_version))
+    return JSONResponse({**forecast_result(item, forecast), **_served(service, started)})
+
+
+@router.post(
+    "/predict/batch",
+    summary="Forecast several series in one model batch",
+    description='Body: `{"batch": [<single request>, …]}` or the original service\'s `{"items": [...]}` '
+    "(answered by a JSON array). Items may differ in length, pred_len and sampling settings; answers "
+    "come in item order.",
+    response_model=BatchResponse | list[LegacySingleResponse],
+    responses=_ERRORS,
+    openapi_extra=_request_body("BatchRequest", "LegacyBatchRequest"),
+)
+async def predict_batch(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+) -> JSONResponse:
+    started = time.perf_counter()
+    parsed = await _parse(request, parse_batch, settings)
+    forecasts = await service.forecast([item.series for item in parsed.items], endpoint="batch")
+    service.metrics.batch_items.observe(len(parsed.items))
+    if parsed.legacy:
+        model = service.model
+        return JSONResponse(
+            [
+                legacy_result(item, f, model.version, model.tokenizer_version, i, True)
+                for i, (item, f) in enumerate(zip(parsed.items, forecasts))
+            ]
+        )
+    results = [forecast_result(item, f, i, True) for i, (item, f) in enumerate(zip(parsed.items, forecasts))]
+    return JSONResponse({"count": len(results), "results": results, **_served(service, started)})

@@ -1,0 +1,194 @@
+"""The service layer between the routes and the model: loading, readiness, and forecasting off the
+event loop. Routes call ``ForecastService.forecast``; a batching scheduler can later take its place
+behind the same method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from model import Forecast, Kronos, KronosPredictor, KronosTokenizer, SeriesInput
+from model.devices import resolve_device
+from model.errors import DeviceUnavailableError
+
+from .errors import ForecastTimeout, ModelNotReady
+from .metrics import ServiceMetrics
+from .settings import Settings
+
+logger = logging.getLogger("kronos.service")
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+
+
+def checkpoint_version(folder: Path) -> str:
+    """``<folder name>@<first 12 hex of the weights' SHA-256>``: names the exact checkpoint served."""
+    digest = hashlib.sha256()
+    with open(folder / "model.safetensors", "rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    return f"{folder.resolve().name}@{digest.hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    tokenizer_version: str
+    path: str
+    tokenizer_path: str
+    max_context: int
+    parameters: int
+    load_seconds: float
+    warmup_seconds: float
+
+
+class ForecastService:
+    """Owns the predictor. ``load()`` runs once in the background; ``forecast()`` serves requests."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.state = LOADING
+        self.reason: str | None = "the model is loading"
+        self.device_requested = settings.device
+        self.device: str | None = None
+        self.fallback = False
+        self.model: LoadedModel | None = None
+        self.predictor: KronosPredictor | None = None
+        self.started = time.monotonic()
+        # One model thread: forecasts run one at a time, off the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kronos-model")
+        self._publish()
+
+    # --- state ----------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    @property
+    def device_label(self) -> str:
+        """The device in use, for the X-Kronos-Device header: ``none`` while there is none."""
+        return self.device or "none"
+
+    @property
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def _publish(self) -> None:
+        self.metrics.model_ready.set(1 if self.ready else 0)
+        self.metrics.device.info(
+            {
+                "requested": self.device_requested,
+                "device": self.device_label,
+                "fallback": str(self.fallback).lower(),
+                "state": self.state,
+                "model": self.model.version if self.model else "",
+                "instance": self.settings.instance_name,
+            }
+        )
+
+    # --- loading --------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Load and warm up in the model thread; never raises (failure is a readiness state)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._load)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — any failure must become a reason on readyz
+            self.state, self.reason = FAILED, f"{type(exc).__name__}: {exc}"
+            logger.error("model failed to load: %s", self.reason)
+        self._publish()
+
+    def _resolve_device(self) -> torch.device:
+        try:
+            return resolve_device(self.device_requested)
+        except DeviceUnavailableError as exc:
+            if self.settings.device_fallback != "cpu":
+                raise
+            logger.warning("%s; falling back to cpu (KRONOS_DEVICE_FALLBACK=cpu)", exc)
+            self.fallback = True
+            return torch.device("cpu")
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        device = self._resolve_device()
+        self.device = str(device)
+        self._publish()
+        model_path, tokenizer_path = self.settings.model_path, self.settings.resolved_tokenizer_path
+        model = Kronos.from_pretrained(model_path)
+        tokenizer = KronosTokenizer.from_pretrained(tokenizer_path)
+        predictor = KronosPredictor(model, tokenizer, device=device, max_context=self.settings.max_context)
+        loaded = time.perf_counter()
+        self._warm_up(predictor)
+        warmed = time.perf_counter()
+        self.predictor = predictor
+        self.model = LoadedModel(
+            name=Path(model_path).resolve().name,
+            version=checkpoint_version(Path(model_path)),
+            tokenizer_version=checkpoint_version(Path(tokenizer_path)),
+            path=str(model_path),
+            tokenizer_path=str(tokenizer_path),
+            max_context=self.settings.max_context,
+            parameters=sum(p.numel() for p in model.parameters()),
+            load_seconds=round(loaded - started, 3),
+            warmup_seconds=round(warmed - loaded, 3),
+        )
+        self.metrics.model_load_seconds.set(warmed - started)
+        self.state, self.reason = READY, None
+        logger.info(
+            "model ready",
+            extra={"model": self.model.version, "device": self.device, "load_s": self.model.load_seconds},
+        )
+
+    @staticmethod
+    def _warm_up(predictor: KronosPredictor) -> None:
+        """One tiny forecast, so readiness means the model has run on this device."""
+        stamps = pd.date_range("2024-01-01", periods=3, freq="h")
+        candles = np.array([[1.0, 1.1, 0.9, 1.0], [1.0, 1.2, 0.95, 1.1]])
+        predictor.forecast([SeriesInput(candles, stamps[:2], stamps[2:], seed=0)])
+
+    # --- serving --------------------------------------------------------------------------
+    async def forecast(self, series: Sequence[SeriesInput], endpoint: str) -> list[Forecast]:
+        """Forecast every series in one model call, off the event loop, within REQUEST_TIMEOUT_S.
+
+        A request that times out while waiting for the model thread is dropped from its queue; one
+        already running finishes in the background (the model cannot be interrupted mid-decode).
+        """
+        if not self.ready:
+            retry = {"Retry-After": "5"} if self.state == LOADING else {}
+            raise ModelNotReady(f"the model is not ready ({self.state}): {self.reason}", {"state": self.state}, retry)
+        for s in series:
+            self.metrics.rows.observe(len(s.candles))
+            self.metrics.pred_len.observe(s.pred_len)
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._executor, self._run, list(series), endpoint)
+        try:
+            return await asyncio.wait_for(job, self.settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise ForecastTimeout(
+                f"the forecast took longer than {self.settings.request_timeout_s:g} s (KRONOS_REQUEST_TIMEOUT_S)",
+                {"timeout_s": self.settings.request_timeout_s},
+            ) from None
+
+    def _run(self, series: list[SeriesInput], endpoint: str) -> list[Forecast]:
+        assert self.predictor is not None
+        started = time.perf_counter()
+        forecasts = self.predictor.forecast(series)
+        self.metrics.prediction_duration.labels(endpoint).observe(time.perf_counter() - started)
+        self.metrics.predicted_series.labels(endpoint).inc(len(series))
+        return forecasts
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,195 @@
+"""The service's one ``Settings`` object: every ``KRONOS_*`` variable, typed and checked at start-up.
+
+Priority: environment variables > the ``.env`` file > the defaults below. ``load_settings`` turns a
+bad value into a ``SettingsError`` whose message names the variable (``KRONOS_MAX_CONTEXT: …``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model.bundled import bundled_model_path
+from model.devices import parse_device
+from model.errors import DeviceError
+
+ENV_PREFIX = "KRONOS_"
+
+# A comma-separated list in the environment ("a,b , c"); JSON lists are accepted too.
+CommaList = Annotated[list[str], NoDecode]
+
+
+class SettingsError(ValueError):
+    """A setting with a value the service cannot start with; the message names the variable."""
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from None
+        else:
+            return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        return [str(part).strip() for part in value if str(part).strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field ``x`` is read from ``KRONOS_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- model and device -------------------------------------------------------------------
+    device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto (the best this machine has)")
+    device_fallback: Literal["refuse", "cpu"] = Field(
+        "refuse",
+        description="when DEVICE is absent: 'refuse' (stay not-ready, readyz 503) or 'cpu' (serve on CPU, warn)",
+    )
+    model_path: Path = Field(default_factory=bundled_model_path, description="predictor checkpoint folder")
+    tokenizer_path: Path | None = Field(None, description="tokenizer checkpoint folder (default: MODEL_PATH/tokenizer)")
+    max_context: int = Field(512, ge=2, le=8192, description="tokens the model sees; older rows are dropped")
+
+    # --- request limits ---------------------------------------------------------------------
+    default_pred_len: int = Field(120, ge=1, description="pred_len when a request gives none")
+    max_pred_len: int = Field(512, ge=1, description="largest pred_len accepted (at most MAX_CONTEXT)")
+    max_rows: int = Field(2048, ge=1, description="most candle rows in one series")
+    max_batch_items: int = Field(64, ge=1, description="most series in one /v1/predict/batch request")
+    max_sample_count: int = Field(32, ge=1, description="most sample paths per series")
+    default_freq: str = Field("D", description="pandas frequency of rows sent without timestamps")
+    rate_limit_per_minute: int = Field(100, ge=0, description="requests per minute per client (0 = off)")
+    max_request_size_mb: float = Field(10.0, gt=0, description="largest request body, in MiB")
+    request_timeout_s: float = Field(120.0, gt=0, description="longest a forecast may take before a 504")
+    shutdown_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for in-flight requests")
+
+    # --- access -----------------------------------------------------------------------------
+    api_keys: CommaList = Field(default_factory=list, description="accepted API keys, comma-separated (empty = open)")
+    allowed_clients: CommaList = Field(
+        default_factory=list, description="client IPs, CIDRs or host names allowed in (empty = everyone)"
+    )
+    trusted_proxies: CommaList = Field(
+        default_factory=list, description="IPs, CIDRs or host names whose X-Forwarded-For is believed"
+    )
+    address_refresh_s: float = Field(30.0, gt=0, description="how often host names in the two lists are re-resolved")
+    cors_origins: CommaList = Field(default_factory=list, description="origins allowed by CORS (empty = CORS off)")
+
+    # --- serving ----------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="address kronos-serve binds (0.0.0.0 in containers)")
+    port: int = Field(8000, ge=0, le=65535, description="port kronos-serve binds")
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = Field("INFO", description="log level")
+    enable_docs: bool = Field(True, description="serve /docs and /openapi.json")
+    instance_name: str = Field(
+        default_factory=socket.gethostname,
+        description="this instance's name (X-Kronos-Instance header; default: host name)",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        try:
+            return parse_device(value)
+        except DeviceError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("device_fallback", mode="before")
+    @classmethod
+    def _fallback(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("api_keys", "allowed_clients", "trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("allowed_clients", "trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{entry!r} is not a valid CIDR: {exc}") from None
+            elif not entry.replace(".", "").replace("-", "").replace(":", "").replace("_", "").isalnum():
+                raise ValueError(f"{entry!r} is neither an IP address, a CIDR nor a host name")
+        return value
+
+    @field_validator("default_freq")
+    @classmethod
+    def _freq(cls, value: str) -> str:
+        import pandas as pd
+
+        try:
+            pd.tseries.frequencies.to_offset(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{value!r} is not a pandas frequency: {exc}") from None
+        return value
+
+    @field_validator("instance_name")
+    @classmethod
+    def _instance(cls, value: str) -> str:
+        value = value.strip()
+        if not value or not value.isprintable() or len(value) > 128:
+            raise ValueError("must be 1 to 128 printable characters")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_pred_len > self.max_context:
+            raise ValueError(
+                f"KRONOS_MAX_PRED_LEN ({self.max_pred_len}) must not exceed KRONOS_MAX_CONTEXT ({self.max_context})"
+            )
+        if self.default_pred_len > self.max_pred_len:
+            raise ValueError(
+                f"KRONOS_DEFAULT_PRED_LEN ({self.default_pred_len}) must not exceed "
+                f"KRONOS_MAX_PRED_LEN ({self.max_pred_len})"
+            )
+        return self
+
+    # --- derived ----------------------------------------------------------------------------
+    @property
+    def resolved_tokenizer_path(self) -> Path:
+        return self.tokenizer_path if self.tokenizer_path is not None else self.model_path / "tokenizer"
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_size_mb * 1024 * 1024)
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Settings from the environment, ``env_file`` and ``overrides`` (highest); SettingsError names the variable."""
+    try:
+        return Settings(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"]]
+            name = env_name(loc[0]) if loc else "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if loc else message)
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
