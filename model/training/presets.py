@@ -1,0 +1,56 @@
+"""Named network shapes and training schedules for ``kronos-train``: the shipped demo and a tiny smoke-test size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import PredictorConfig, TokenizerConfig
+from .trainer import StageSettings, TrainSettings
+
+
+@dataclass(frozen=True)
+class Preset:
+    predictor: PredictorConfig
+    tokenizer: TokenizerConfig
+    settings: TrainSettings
+
+
+def _demo() -> Preset:
+    # kronos-demo: small enough to ship (about 2 MB) and to train on two CPU cores in minutes.
+    return Preset(
+        predictor=PredictorConfig(s1_bits=10, s2_bits=10, n_layers=4, d_model=64, n_heads=4, ff_dim=128),
+        tokenizer=TokenizerConfig(
+            d_in=6, d_model=32, n_heads=4, ff_dim=64, n_enc_layers=3, n_dec_layers=3, s1_bits=10, s2_bits=10
+        ),
+        settings=TrainSettings(
+            tokenizer=StageSettings(steps=1500, batch_size=16, lr=2e-3, warmup_steps=50, grad_clip=2.0),
+            predictor=StageSettings(steps=1500, batch_size=16, lr=2e-3, warmup_steps=50, grad_clip=3.0),
+            min_window=64,
+            max_window=256,
+            horizon=32,
+            eval_every=250,
+        ),
+    )
+
+
+def _tiny() -> Preset:
+    return Preset(
+        predictor=PredictorConfig(s1_bits=4, s2_bits=4, n_layers=1, d_model=16, n_heads=2, ff_dim=32),
+        tokenizer=TokenizerConfig(
+            d_in=6, d_model=16, n_heads=2, ff_dim=32, n_enc_layers=2, n_dec_layers=2, s1_bits=4, s2_bits=4
+        ),
+        settings=TrainSettings(
+            tokenizer=StageSettings(steps=30, batch_size=8, lr=5e-3, warmup_steps=3),
+            predictor=StageSettings(steps=30, batch_size=8, lr=5e-3, warmup_steps=3, grad_clip=3.0),
+            min_window=16,
+            max_window=32,
+            horizon=4,
+        ),
+    )
+
+
+PRESETS = {"demo": _demo, "tiny": _tiny}
+
+
+def preset(name: str) -> Preset:
+    return PRESETS[name]()

@@ -1,0 +1,424 @@
+"""The two training stages (tokenizer, then predictor on the frozen tokenizer's tokens) and the run around them.
+
+A run writes the service's checkpoint layout: the predictor in ``out`` and the tokenizer in
+``out/tokenizer``, each as config.json + model.safetensors. Batches and learning rates are pure
+functions of (seed, step), and a stage saves its weights and optimizer state every
+``save_every`` steps, so an interrupted run resumed with ``resume=True`` ends with the same
+weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..checkpoint import load_tensors_into, read_tensors
+from ..config import PredictorConfig, TokenizerConfig
+from ..devices import resolve_device
+from ..predictor import Kronos
+from ..tokenizer import KronosTokenizer
+from .data import CandleDataError, CandleSeries, WindowBatch, WindowSampler, heldout_windows
+from .losses import predictor_losses, tokenizer_losses
+
+STAGES = ("tokenizer", "predictor")
+
+
+@dataclass
+class StageSettings:
+    """Optimization settings of one stage."""
+
+    steps: int
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    grad_clip: float = 2.0
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to a tenth of the peak."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        span = max(self.steps - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class TrainSettings:
+    """Everything a run depends on besides its data and starting weights."""
+
+    tokenizer: StageSettings
+    predictor: StageSettings
+    val_fraction: float = 0.15
+    min_window: int = 64
+    max_window: int = 256
+    horizon: int = 32  # rows at the end of a window scaled with the statistics of the rows before
+    clip: float = 5.0
+    seed: int = 0
+    eval_every: int = 0  # 0: only at the end of a stage
+    save_every: int = 200
+
+    def stage_record(self, stage: str) -> dict[str, Any]:
+        """The settings a stage's resumable state must agree with."""
+        record = {k: v for k, v in dataclasses.asdict(self).items() if k not in STAGES}
+        record["stage"] = dataclasses.asdict(getattr(self, stage))
+        for key in ("eval_every", "save_every"):
+            record.pop(key)
+        return record
+
+
+@dataclass
+class StageResult:
+    stage: str
+    steps: int
+    seconds: float
+    first_loss: dict[str, float]  # mean over the first tenth of the steps
+    last_loss: dict[str, float]  # mean over the last tenth of the steps
+    validation: list[dict[str, float]] = field(default_factory=list)
+
+
+# --- initialization -------------------------------------------------------------------------
+
+
+def init_predictor_weights(model: Kronos) -> None:
+    """The published model's initialization: Xavier-normal linears with zero bias, embeddings N(0, d^-1/2).
+
+    PyTorch's default N(0, 1) embeddings, scaled by sqrt(d_model) in the input, start far too large.
+    Fixed (sinusoid) time tables are left alone.
+    """
+    std = model.config.d_model**-0.5
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding) and module.weight.requires_grad:
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+
+
+def new_pair(
+    predictor_config: PredictorConfig, tokenizer_config: TokenizerConfig, seed: int
+) -> tuple[Kronos, KronosTokenizer]:
+    """A fresh (untrained) predictor and tokenizer, reproducible from the seed."""
+    if predictor_config.s1_bits != tokenizer_config.s1_bits or predictor_config.s2_bits != tokenizer_config.s2_bits:
+        raise CandleDataError("predictor and tokenizer configs must use the same s1_bits/s2_bits")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        tokenizer = KronosTokenizer(tokenizer_config)
+        model = Kronos(predictor_config)
+        init_predictor_weights(model)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model, tokenizer
+
+
+# --- one stage ------------------------------------------------------------------------------
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
+
+
+class _StageState:
+    """A stage's resumable state: weights (safetensors), optimizer state, step, settings and log."""
+
+    def __init__(self, folder: Path, record: dict[str, Any]):
+        self.folder, self.record = folder, record
+
+    def load(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict], list[dict]]:
+        progress_file = self.folder / "progress.json"
+        if not progress_file.is_file():
+            return 0, [], []
+        progress = json.loads(progress_file.read_text())
+        if progress["settings"] != self.record:
+            changed = sorted(k for k in self.record if progress["settings"].get(k) != self.record[k])
+            raise CandleDataError(
+                f"{self.folder}: cannot resume: settings differ from the interrupted run ({', '.join(changed)})"
+            )
+        load_tensors_into(module, read_tensors(self.folder), str(self.folder))
+        optimizer.load_state_dict(torch.load(self.folder / "optimizer.pt", weights_only=True))
+        return int(progress["step"]), progress["log"], progress["validation"]
+
+    def save(self, module, optimizer, step: int, log: list[dict], validation: list[dict]) -> None:
+        module.save_pretrained(self.folder)
+        torch.save(optimizer.state_dict(), self.folder / "optimizer.pt")
+        progress = {"step": step, "settings": self.record, "log": log, "validation": validation}
+        tmp = self.folder / "progress.json.tmp"
+        tmp.write_text(json.dumps(progress))
+        tmp.replace(self.folder / "progress.json")
+
+
+def _mean_parts(log: list[dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in log[0] if k not in ("step", "lr")]
+    return {k: sum(entry[k] for entry in log) / len(log) for k in keys}
+
+
+def run_stage(
+    stage: str,
+    module: nn.Module,
+    loss_fn: Callable[[WindowBatch], dict[str, Tensor]],
+    val_fn: Callable[[], dict[str, float]],
+    sampler: WindowSampler,
+    stage_settings: StageSettings,
+    settings: TrainSettings,
+    device: torch.device,
+    state_dir: Path,
+    resume: bool,
+    progress: bool,
+) -> StageResult:
+    """Optimize ``module`` on ``loss_fn`` (its "total" entry) for stage_settings.steps steps."""
+    state = _StageState(state_dir / stage, settings.stage_record(stage))
+    decay = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": stage_settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=stage_settings.lr,
+        betas=(0.9, 0.95),
+    )
+    start, log, validation = state.load(module, optimizer) if resume else (0, [], [])
+    began = time.perf_counter()
+    module.train()
+    bar = _progress(stage_settings.steps, start, stage, progress)
+    for step in range(start, stage_settings.steps):
+        lr = stage_settings.lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = sampler.batch(step, stage_settings.batch_size).to(device)
+        parts = loss_fn(batch)
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        nn.utils.clip_grad_norm_(module.parameters(), stage_settings.grad_clip)
+        optimizer.step()
+        entry = {"step": step, "lr": lr, **{k: float(v.detach()) for k, v in parts.items()}}
+        if not math.isfinite(entry["total"]):
+            raise FloatingPointError(f"{stage}: loss is {entry['total']} at step {step}; lower the learning rate")
+        log.append(entry)
+        bar.update(1)
+        bar.set_postfix(loss=f"{entry['total']:.4f}", lr=f"{lr:.2e}")
+        done = step + 1
+        if settings.eval_every and done % settings.eval_every == 0 and done < stage_settings.steps:
+            validation.append({"step": done, **val_fn()})
+            module.train()
+            bar.write(f"{stage} step {done}: " + _format(validation[-1]))
+        if done % settings.save_every == 0 or done == stage_settings.steps:
+            state.save(module, optimizer, done, log, validation)
+    bar.close()
+    if not validation or validation[-1]["step"] != stage_settings.steps:
+        validation.append({"step": stage_settings.steps, **val_fn()})
+    module.eval()
+    if progress:
+        print(f"{stage}: held-out " + _format(validation[-1]), flush=True)
+    tenth = max(len(log) // 10, 1)
+    return StageResult(
+        stage,
+        stage_settings.steps,
+        time.perf_counter() - began,
+        _mean_parts(log[:tenth]) if log else {},
+        _mean_parts(log[-tenth:]) if log else {},
+        validation,
+    )
+
+
+def _format(entry: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "step")
+
+
+# --- the two stages -------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def tokenizer_validation(tokenizer: KronosTokenizer, windows: Sequence[WindowBatch], device) -> dict[str, float]:
+    """Held-out reconstruction MSE (normalized units) from the coarse and the full code, row-weighted."""
+    tokenizer.eval()
+    sums, rows = {"recon_coarse": 0.0, "recon_full": 0.0}, 0
+    for w in windows:
+        w = w.to(device)
+        losses = tokenizer_losses(tokenizer, w.candles, w.loss_mask)
+        n = int(w.loss_mask.sum())
+        sums["recon_coarse"] += float(losses.recon_coarse) * n
+        sums["recon_full"] += float(losses.recon_full) * n
+        rows += n
+    return {k: v / max(rows, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def encode_batch(tokenizer: KronosTokenizer, batch: WindowBatch) -> tuple[Tensor, Tensor]:
+    return tokenizer.encode(batch.candles)
+
+
+@torch.no_grad()
+def predictor_validation(
+    model: Kronos, tokenizer: KronosTokenizer, windows: Sequence[WindowBatch], device
+) -> dict[str, float]:
+    """Held-out next-token cross-entropy of s1 and s2, target-weighted."""
+    model.eval()
+    sums, count = {"ce_s1": 0.0, "ce_s2": 0.0}, 0
+    for w in windows:
+        w = w.to(device)
+        s1, s2 = encode_batch(tokenizer, w)
+        losses = predictor_losses(model, s1, s2, w.stamps, w.loss_mask)
+        n = int(w.loss_mask[:, 1:].sum())
+        sums["ce_s1"] += float(losses.s1) * n
+        sums["ce_s2"] += float(losses.s2) * n
+        count += n
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def train_tokenizer(
+    tokenizer: KronosTokenizer,
+    series: Sequence[CandleSeries],
+    settings: TrainSettings,
+    device: str | torch.device = "cpu",
+    state_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> StageResult:
+    """Stage 1: reconstruction (coarse and full code) plus the quantizer's losses."""
+    device = resolve_device(device)
+    tokenizer.to(device)
+    sampler = _sampler(series, settings, stage_offset=0)
+    windows = _validation_windows(series, settings)
+
+    def loss_fn(batch: WindowBatch) -> dict[str, Tensor]:
+        losses = tokenizer_losses(tokenizer, batch.candles)
+        q = losses.quantizer
+        return {
+            "total": losses.total,
+            "recon_coarse": losses.recon_coarse,
+            "recon_full": losses.recon_full,
+            "bsq": q.total,
+            "codebook_entropy": q.codebook_entropy,
+        }
+
+    return run_stage(
+        "tokenizer", tokenizer, loss_fn, lambda: tokenizer_validation(tokenizer, windows, device), sampler,
+        settings.tokenizer, settings, device, _state_dir(state_dir), resume, progress,
+    )
+
+
+def train_predictor(
+    model: Kronos,
+    tokenizer: KronosTokenizer,
+    series: Sequence[CandleSeries],
+    settings: TrainSettings,
+    device: str | torch.device = "cpu",
+    state_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> StageResult:
+    """Stage 2: next-token cross-entropy on s1 and s2 over the frozen tokenizer's tokens."""
+    device = resolve_device(device)
+    if model.config.s1_bits != tokenizer.config.s1_bits:
+        raise CandleDataError(
+            f"predictor ({model.config.s1_bits} bits) and tokenizer ({tokenizer.config.s1_bits} bits) don't match"
+        )
+    model.to(device)
+    tokenizer.to(device).eval()
+    for p in tokenizer.parameters():
+        p.requires_grad_(False)
+    sampler = _sampler(series, settings, stage_offset=1)
+    windows = _validation_windows(series, settings)
+
+    def loss_fn(batch: WindowBatch) -> dict[str, Tensor]:
+        s1, s2 = encode_batch(tokenizer, batch)
+        losses = predictor_losses(model, s1, s2, batch.stamps)
+        return {"total": losses.total, "ce_s1": losses.s1, "ce_s2": losses.s2}
+
+    try:
+        return run_stage(
+            "predictor", model, loss_fn, lambda: predictor_validation(model, tokenizer, windows, device), sampler,
+            settings.predictor, settings, device, _state_dir(state_dir), resume, progress,
+        )
+    finally:
+        for p in tokenizer.parameters():
+            p.requires_grad_(True)
+
+
+def _sampler(series: Sequence[CandleSeries], settings: TrainSettings, stage_offset: int) -> WindowSampler:
+    # Each stage draws its own batches: seed and stage together pick them.
+    return WindowSampler(
+        series, settings.val_fraction, settings.min_window, settings.max_window, settings.horizon, settings.clip,
+        seed=settings.seed * len(STAGES) + stage_offset,
+    )
+
+
+def _validation_windows(series: Sequence[CandleSeries], settings: TrainSettings) -> list[WindowBatch]:
+    context = settings.max_window - settings.horizon
+    return heldout_windows(series, settings.val_fraction, context, settings.horizon, settings.clip)
+
+
+def _state_dir(state_dir: str | Path | None) -> Path:
+    if state_dir is None:
+        raise ValueError("a state_dir is needed to save resumable progress")
+    return Path(state_dir)
+
+
+# --- a whole run ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    predictor_dir: Path | None
+    tokenizer_dir: Path
+    stages: list[StageResult]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "predictor": None if self.predictor_dir is None else str(self.predictor_dir),
+            "tokenizer": str(self.tokenizer_dir),
+            "stages": [dataclasses.asdict(s) for s in self.stages],
+        }
+
+
+def train(
+    series: Sequence[CandleSeries],
+    out: str | Path,
+    settings: TrainSettings,
+    *,
+    model: Kronos,
+    tokenizer: KronosTokenizer,
+    stages: Sequence[str] = STAGES,
+    device: str | torch.device = "cpu",
+    state_dir: str | Path | None = None,
+    resume: bool = False,
+    keep_state: bool = False,
+    progress: bool = False,
+) -> RunResult:
+    """Train the given stages and write ``out`` (predictor) and ``out/tokenizer``.
+
+    Training only the tokenizer writes ``out/tokenizer`` alone: a predictor trained on the old
+    tokens would not match the new ones.
+    """
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise CandleDataError(f"stages must be among {', '.join(STAGES)}, got {', '.join(stages) or 'none'}")
+    out = Path(out)
+    state = Path(state_dir) if state_dir is not None else out.parent / f"{out.name}.train-state"
+    if not resume and state.exists():
+        shutil.rmtree(state)
+    state.mkdir(parents=True, exist_ok=True)
+    results = []
+    if "tokenizer" in stages:
+        results.append(train_tokenizer(tokenizer, series, settings, device, state, resume, progress))
+    tokenizer_dir = tokenizer.save_pretrained(out / "tokenizer")
+    predictor_dir = None
+    if "predictor" in stages:
+        results.append(train_predictor(model, tokenizer, series, settings, device, state, resume, progress))
+        predictor_dir = model.save_pretrained(out)
+    summary = RunResult(predictor_dir, tokenizer_dir, results)
+    if not keep_state:
+        shutil.rmtree(state, ignore_errors=True)
+    return summary
