@@ -100,13 +100,8 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
-class SelfAttention(nn.Module):
-    """Causal multi-head self-attention with rotary positions.
-
-    Without a cache it attends causally over the sequence given (positions are those of the
-    rotary tables passed in). With a cache it writes this step's keys/values at the cache's
-    per-row write positions and attends over everything cached so far.
-    """
+class AttentionProjections(nn.Module):
+    """The checkpoint's attention parameters: q/k/v/out projections (with bias) and rotary buffer."""
 
     def __init__(self, d_model: int, n_heads: int):
         super().__init__()
@@ -117,6 +112,23 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.rotary = RotaryEmbedding(self.head_dim)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """(B, L, d_model) to (B, H, L, head_dim)."""
+        b, n, _ = x.shape
+        return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+
+
+class SelfAttention(AttentionProjections):
+    """Causal multi-head self-attention with rotary positions.
+
+    Without a cache, or for a prefill, it attends causally over the tokens given at positions
+    0..L-1. For a one-token decode step it writes the keys/values at each row's cache column
+    (= its position) and attends over everything cached so far.
+    """
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__(d_model, n_heads)
         self._qkv = FusedLinears(self.q_proj, self.k_proj, self.v_proj)
 
     def _qkv_heads(self, x: Tensor) -> Tensor:

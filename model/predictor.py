@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .checkpoint import PretrainedMixin
 from .config import PredictorConfig
 from .kv_cache import KVCache
-from .layers import Block, RMSNorm, RotaryEmbedding, apply_rotary, attend_one
+from .layers import AttentionProjections, Block, RMSNorm, apply_rotary, attend_one
 
 
 class HierarchicalEmbedding(nn.Module):
@@ -62,22 +62,8 @@ class TemporalEmbedding(nn.Module):
         return out
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(AttentionProjections):
     """The dependency layer's attention: a query from the chosen s1 over keys/values from the trunk."""
-
-    def __init__(self, d_model: int, n_heads: int):
-        super().__init__()
-        self.n_heads = n_heads
-        self.head_dim = d_model // n_heads
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
-        self.rotary = RotaryEmbedding(self.head_dim)
-
-    def _heads(self, x: Tensor) -> Tensor:
-        b, n, _ = x.shape
-        return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
 
     def keys_values(self, h: Tensor) -> tuple[Tensor, Tensor]:
         return self._heads(self.k_proj(h)), self._heads(self.v_proj(h))
