@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
-from slowapi.middleware import SlowAPIASGIMiddleware
 from starlette.middleware.cors import CORSMiddleware
 
 from .addresses import AddressList
@@ -27,7 +26,7 @@ from .middleware import (
     RequestContextMiddleware,
     UnhandledErrorMiddleware,
 )
-from .ratelimit import build_limiter, install_rate_limit_handler
+from .ratelimit import RateLimitMiddleware, build_limiter
 from .routes import health, metrics, predict
 from .schemas import BatchRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
 from .service import ForecastService
@@ -111,20 +110,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.trusted_proxies = AddressList(settings.trusted_proxies)
 
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(predict.router)
-    app.include_router(metrics.router)
+    routers = (health.router, predict.router, metrics.router)
+    for router in routers:
+        app.include_router(router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
-
-    limiter = build_limiter(settings)
-    app.state.limiter = limiter
-    for endpoint in (health.healthz, health.readyz, metrics.metrics):
-        limiter.exempt(endpoint)
-    install_rate_limit_handler(app, limiter)
 
     # Added innermost first: a request meets them bottom-up.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(SlowAPIASGIMiddleware)  # before the body is read: a refused client costs little
+    # Before the body is read: a refused client costs little.
+    app.add_middleware(RateLimitMiddleware, limiter=build_limiter(settings), exempt_paths=PROBES)
     if settings.api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=PROBES)
     if settings.cors_origins:
@@ -139,7 +133,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(AllowListMiddleware, allowed=app.state.allowed_clients, open_paths=(LIVENESS,))
     app.add_middleware(ClientAddressMiddleware, trusted_proxies=app.state.trusted_proxies)
     app.add_middleware(UnhandledErrorMiddleware)
-    app.add_middleware(AccessLogMiddleware, metrics=service_metrics, device_label=lambda: service.device_label)
+    app.add_middleware(
+        AccessLogMiddleware,
+        metrics=service_metrics,
+        device_label=lambda: service.device_label,
+        known_paths=[route.path for router in routers for route in router.routes],
+    )
     app.add_middleware(
         RequestContextMiddleware, instance_name=settings.instance_name, device_label=lambda: service.device_label
     )

@@ -72,7 +72,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise InvalidJSON("the request body is empty; send a JSON object")
     try:
-        value = json.loads(body)
+        value = json.loads(body.decode("utf-8-sig"))  # JSON is UTF-8 (RFC 8259); a BOM is tolerated
     except UnicodeDecodeError as exc:
         raise InvalidJSON(f"the request body is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:

@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .addresses import AddressList, client_address, parse_ip
@@ -42,18 +41,14 @@ async def send_error(scope: Scope, receive: Receive, send: Send, error: ServiceE
     await error_response(error)(scope, receive, send)
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's path template (``/v1/predict/single``), or ``unmatched`` — never the raw
-    path, so metrics labels stay few."""
+def route_template(scope: Scope, known_paths: frozenset[str]) -> str:
+    """The matched route's path template, or ``unmatched`` — never a raw unknown path, so metrics
+    labels stay few. Requests answered by a middleware never reach the router, so they are matched
+    against the app's paths (none has path parameters)."""
     route = scope.get("route")
     if route is not None and hasattr(route, "path"):
         return route.path
-    app = scope.get("app")
-    for candidate in getattr(app, "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match == Match.FULL and hasattr(candidate, "path"):
-            return candidate.path
-    return "unmatched"
+    return scope["path"] if scope["path"] in known_paths else "unmatched"
 
 
 class RequestContextMiddleware:
@@ -86,10 +81,11 @@ class RequestContextMiddleware:
 class AccessLogMiddleware:
     """One JSON log line and the HTTP metrics for every request."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, device_label) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, device_label, known_paths: Iterable[str]) -> None:
         self.app = app
         self.metrics = metrics
         self.device_label = device_label
+        self.known_paths = frozenset(known_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,7 +105,7 @@ class AccessLogMiddleware:
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
-            route = route_template(scope)
+            route = route_template(scope, self.known_paths)
             state = request_state(scope)
             labels = (scope["method"], route, str(status))
             self.metrics.requests.labels(*labels).inc()

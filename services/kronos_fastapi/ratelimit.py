@@ -1,16 +1,26 @@
-"""The per-client rate limit, with slowapi: keyed on the API key when one was used, else the client IP.
+"""The per-client rate limit, with slowapi's Limiter: keyed on the API key when one was used, else the
+client IP, one budget per client across the limited routes.
 
-Health, readiness and metrics are exempt, so probes and scrapers never get a 429.
+slowapi's own ASGI middleware loses its X-RateLimit-* headers on current Starlette (it edits a copy)
+and sets Retry-After even on successes, so this small middleware drives the Limiter itself:
+X-RateLimit-Limit/Remaining/Reset on every limited response, and a 429 in the service's error
+shape with Retry-After. Health, readiness and metrics are exempt, so probes never get a 429.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+import math
+import time
+from collections.abc import Iterable
+
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
-from starlette.responses import Response
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import RateLimited, respond
+from .errors import RateLimited
+from .middleware import send_error
 from .settings import Settings
 
 
@@ -25,24 +35,55 @@ def build_limiter(settings: Settings) -> Limiter:
     per_minute = settings.rate_limit_per_minute
     return Limiter(
         key_func=rate_key,
-        default_limits=[f"{per_minute}/minute"] if per_minute else [],
-        headers_enabled=True,
+        application_limits=[f"{per_minute}/minute"] if per_minute else [],
         enabled=per_minute > 0,
         storage_uri="memory://",
     )
 
 
-def install_rate_limit_handler(app: FastAPI, limiter: Limiter) -> None:
-    """429 in the service's error shape, with Retry-After and the X-RateLimit-* headers."""
+class RateLimitMiddleware:
+    """429 + Retry-After once a client has used its KRONOS_RATE_LIMIT_PER_MINUTE requests."""
 
-    def _exceeded(request: Request, exc: RateLimitExceeded) -> Response:
-        response = respond(
-            request,
-            RateLimited(
+    def __init__(self, app: ASGIApp, limiter: Limiter, exempt_paths: Iterable[str]) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.exempt_paths = frozenset(exempt_paths)
+
+    def _window(self, request: Request) -> tuple[dict[str, str], float]:
+        """The X-RateLimit-* headers and the seconds until the window resets."""
+        current = getattr(request.state, "view_rate_limit", None)
+        if current is None:
+            return {}, 0.0
+        item, args = current
+        reset_at, remaining = self.limiter.limiter.get_window_stats(item, *args)
+        wait = max(0.0, reset_at - time.time())
+        headers = {
+            "X-RateLimit-Limit": str(item.amount),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(math.ceil(wait)),
+        }
+        return headers, wait
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.limiter.enabled or scope["path"] in self.exempt_paths:
+            return await self.app(scope, receive, send)
+        request = Request(scope, receive)
+        try:
+            self.limiter._check_request_limit(request, None, True)
+        except RateLimitExceeded as exc:
+            headers, wait = self._window(request)
+            headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            error = RateLimited(
                 f"rate limit exceeded: {exc.detail} per client (KRONOS_RATE_LIMIT_PER_MINUTE)",
-                {"limit": str(exc.detail)},
-            ),
-        )
-        return limiter._inject_headers(response, request.state.view_rate_limit)
+                {"limit": str(exc.detail), "retry_after_s": int(headers["Retry-After"])},
+                headers,
+            )
+            return await send_error(scope, receive, send, error)
+        headers, _ = self._window(request)
 
-    app.add_exception_handler(RateLimitExceeded, _exceeded)
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(headers)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
