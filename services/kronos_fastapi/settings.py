@@ -68,7 +68,7 @@ class Settings(BaseSettings):
 
     # --- request limits ---------------------------------------------------------------------
     default_pred_len: int = Field(120, ge=1, description="pred_len when a request gives none")
-    max_pred_len: int = Field(512, ge=1, description="largest pred_len accepted (at most MAX_CONTEXT)")
+    max_pred_len: int = Field(0, ge=0, description="largest pred_len accepted (0 = MAX_CONTEXT; at most MAX_CONTEXT)")
     max_rows: int = Field(2048, ge=1, description="most candle rows in one series")
     max_batch_items: int = Field(64, ge=1, description="most series in one /v1/predict/batch request")
     max_sample_count: int = Field(32, ge=1, description="most sample paths per series")
@@ -156,6 +156,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.max_pred_len == 0:
+            self.max_pred_len = self.max_context
         if self.max_pred_len > self.max_context:
             raise ValueError(
                 f"KRONOS_MAX_PRED_LEN ({self.max_pred_len}) must not exceed KRONOS_MAX_CONTEXT ({self.max_context})"

@@ -6,15 +6,17 @@ A server is ``python -m services.kronos_fastapi`` in a subprocess, in its own wo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,8 +34,6 @@ GUIDE_BATCH = {
     ]
 }
 GUIDE_BATCH_ONE = {"batch": [{"data": [[100, 105, 98, 102]], "pred_len": 10}]}
-
-warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
 
 
 def free_port() -> int:
@@ -79,7 +79,9 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        pytest.fail(f"server at {self.url} not {'ready' if ready else 'live'} in {START_TIMEOUT_S}s:\n{self.stderr()[-3000:]}")
+        pytest.fail(
+            f"server at {self.url} not {'ready' if ready else 'live'} in {START_TIMEOUT_S}s:\n{self.stderr()[-3000:]}"
+        )
 
     def stdout(self) -> str:
         return self.stdout_path.read_text()
@@ -124,7 +126,9 @@ def start_servers(tmp_path_factory) -> Iterator:
 @pytest.fixture(scope="session")
 def server(start_servers) -> ServerProcess:
     """The shared server: the bundled model on cpu, default settings but no rate limit."""
-    return start_servers(default={"KRONOS_RATE_LIMIT_PER_MINUTE": "0", "KRONOS_INSTANCE_NAME": "test-default"})["default"]
+    return start_servers(default={"KRONOS_RATE_LIMIT_PER_MINUTE": "0", "KRONOS_INSTANCE_NAME": "test-default"})[
+        "default"
+    ]
 
 
 @pytest.fixture
@@ -144,3 +148,54 @@ def assert_error(response: httpx.Response, status: int, error_type: str | None =
     if error_type is not None:
         assert error["type"] == error_type, error
     return error
+
+
+class LiveApp:
+    """An app in-process with its lifespan running (model loading and all) on an event loop in a
+    background thread, called synchronously through httpx's ASGI transport as ``client``."""
+
+    def __init__(self, app: Any, client: tuple[str, int] = ("127.0.0.1", 50000)):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.lifespan = app.router.lifespan_context(app)
+        self._run(self.lifespan.__aenter__())
+        transport = httpx.ASGITransport(app=app, client=client)
+        self.http = httpx.AsyncClient(transport=transport, base_url="http://in-process")
+
+    def _run(self, coroutine: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self._run(self.http.request(method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def options(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("OPTIONS", url, **kwargs)
+
+    def wait_ready(self, timeout: float = 30) -> LiveApp:
+        deadline = time.monotonic() + timeout
+        while self.get("/v1/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the in-process app never became ready"
+            time.sleep(0.05)
+        return self
+
+    def close(self) -> None:
+        try:
+            self._run(self.http.aclose())
+            self._run(self.lifespan.__aexit__(None, None, None))
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            self.loop.close()
+
+    def __enter__(self) -> LiveApp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

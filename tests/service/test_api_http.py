@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import GUIDE_BATCH, GUIDE_BATCH_ONE, GUIDE_SINGLE, GUIDE_SINGLE_ONE_ROW, assert_error
 
 COLUMNS = ["open", "high", "low", "close", "volume", "amount"]
@@ -108,8 +107,12 @@ def test_request_id_echoed_or_generated(client):
 
 
 def test_seed_reproduces_and_does_not_depend_on_batch_companions(client):
-    body = {"data": [[10, 11, 9, 10.5], [10.5, 12, 10, 11], [11, 11.5, 10, 10.2]], "pred_len": 6, "seed": 42,
-            "sample_count": 3}
+    body = {
+        "data": [[10, 11, 9, 10.5], [10.5, 12, 10, 11], [11, 11.5, 10, 10.2]],
+        "pred_len": 6,
+        "seed": 42,
+        "sample_count": 3,
+    }
     first = client.post("/v1/predict/single", json=body).json()
     second = client.post("/v1/predict/single", json=body).json()
     assert first["forecast"] == second["forecast"]
@@ -154,7 +157,9 @@ def test_timestamps_continue_their_frequency_and_quantiles(client):
     assert response.status_code == 200, response.text
     result = response.json()
     assert [r["timestamp"] for r in result["forecast"]] == [
-        "2024-03-04T09:45:00+00:00", "2024-03-04T09:50:00+00:00", "2024-03-04T09:55:00+00:00",
+        "2024-03-04T09:45:00+00:00",
+        "2024-03-04T09:50:00+00:00",
+        "2024-03-04T09:55:00+00:00",
         "2024-03-04T10:00:00+00:00",
     ]
     bands = result["quantiles"]
@@ -216,9 +221,13 @@ def test_legacy_single_shape(client):
     # Partial overrides are fine; the original's required-all fault is fixed.
     partial = client.post("/v1/predict/single", json={**LEGACY, "overrides": {"top_p": 0.5}})
     assert partial.status_code == 200, partial.text
-    seeded = {**LEGACY, "overrides": {"pred_len": 2, "temperature": 0.8, "top_k": 0, "top_p": 0.9, "sample_count": 2,
-                                      "seed": 9}}
-    assert client.post("/v1/predict/single", json=seeded).json() == client.post("/v1/predict/single", json=seeded).json()
+    seeded = {
+        **LEGACY,
+        "overrides": {"pred_len": 2, "temperature": 0.8, "top_k": 0, "top_p": 0.9, "sample_count": 2, "seed": 9},
+    }
+    assert (
+        client.post("/v1/predict/single", json=seeded).json() == client.post("/v1/predict/single", json=seeded).json()
+    )
 
 
 def test_legacy_faults_are_422_not_500(client):
@@ -234,8 +243,13 @@ def test_legacy_faults_are_422_not_500(client):
 
 
 def test_legacy_batch_shape_items_of_different_lengths(client):
-    short = {**LEGACY, "series_id": "short", "candles": LEGACY["candles"][:2], "timestamps": LEGACY["timestamps"][:2],
-             "prediction_timestamps": ["2024-03-04T11:00:00"]}
+    short = {
+        **LEGACY,
+        "series_id": "short",
+        "candles": LEGACY["candles"][:2],
+        "timestamps": LEGACY["timestamps"][:2],
+        "prediction_timestamps": ["2024-03-04T11:00:00"],
+    }
     response = client.post("/v1/predict/batch", json={"items": [LEGACY, short]})
     assert response.status_code == 200, response.text
     body = response.json()

@@ -38,13 +38,15 @@ def test_metrics_parse_and_move(client):
     assert _value(after, "kronos_http_request_duration_seconds_count", **ok) > _value(
         before, "kronos_http_request_duration_seconds_count", **ok
     )
-    assert _value(after, "kronos_rejections_total", reason="validation_error") == _value(
-        before, "kronos_rejections_total", reason="validation_error"
-    ) + 1
+    assert (
+        _value(after, "kronos_rejections_total", reason="validation_error")
+        == _value(before, "kronos_rejections_total", reason="validation_error") + 1
+    )
     single = {"endpoint": "single"}
-    assert _value(after, "kronos_prediction_duration_seconds_count", **single) == _value(
-        before, "kronos_prediction_duration_seconds_count", **single
-    ) + 1
+    assert (
+        _value(after, "kronos_prediction_duration_seconds_count", **single)
+        == _value(before, "kronos_prediction_duration_seconds_count", **single) + 1
+    )
     assert _value(after, "kronos_request_rows_count") == _value(before, "kronos_request_rows_count") + 1
     assert _value(after, "kronos_request_pred_len_sum") == _value(before, "kronos_request_pred_len_sum") + 10
     assert _value(after, "kronos_model_ready") == 1.0

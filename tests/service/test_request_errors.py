@@ -65,8 +65,10 @@ def test_raw_bodies(client, body, status, error_type, mentions):
         ({"data": [ROW, ROW], "timestamps": ["2024-01-01"], "pred_len": 3}, "timestamps"),
         ({"data": [ROW, ROW], "timestamps": ["2024-01-02", "2024-01-01"], "pred_len": 3}, "timestamps[1]"),
         ({"data": [ROW, ROW], "timestamps": ["2024-01-01", "yesterday"], "pred_len": 3}, "timestamps[1]"),
-        ({"data": [ROW, ROW], "timestamps": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00"], "pred_len": 3},
-         "timestamps"),
+        (
+            {"data": [ROW, ROW], "timestamps": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00"], "pred_len": 3},
+            "timestamps",
+        ),
         ({"data": [ROW, ROW], "timestamps": ["9999-12-30", "9999-12-31"], "pred_len": 3}, "timestamps"),
         ({"data": [ROW], "pred_len": 3, "prd_len": 4}, "prd_len"),
         ({**GUIDE_SINGLE, "unknown_option": True}, "unknown_option"),
