@@ -154,8 +154,20 @@ class Settings(BaseSettings):
             raise ValueError("must be 1 to 128 printable characters")
         return value
 
+    @field_validator("model_path", "tokenizer_path")
+    @classmethod
+    def _folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_dir():
+            raise ValueError(f"checkpoint folder {value} does not exist")
+        return value.expanduser() if value is not None else None
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.tokenizer_path is None and not (self.model_path / "tokenizer").is_dir():
+            raise ValueError(
+                "KRONOS_TOKENIZER_PATH: not set, and KRONOS_MODEL_PATH has no tokenizer folder "
+                f"({self.model_path / 'tokenizer'})"
+            )
         if self.max_pred_len == 0:
             self.max_pred_len = self.max_context
         if self.max_pred_len > self.max_context:

@@ -4,6 +4,7 @@ before loading, CORS, the docs switch, per-key rate limits, who a client is."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -97,3 +98,40 @@ def test_api_key_forms(header):
         assert client.get("/v1/healthz/detailed", headers={header: value}).status_code == 200
         assert_error(client.get("/v1/healthz/detailed", headers={header: value + "x"}), 401)
         assert_error(client.get("/v1/healthz/detailed", headers={"Authorization": "Basic czNjcmV0"}), 401)
+
+
+def test_a_broken_checkpoint_fails_readiness_with_the_path(tmp_path):
+    from model.config import PredictorConfig, TokenizerConfig
+    from model.synthetic import write_random_pair
+
+    predictor_cfg = PredictorConfig(s1_bits=4, s2_bits=4, n_layers=1, d_model=16, n_heads=2, ff_dim=32)
+    tokenizer_cfg = TokenizerConfig(
+        d_in=6, d_model=16, n_heads=2, ff_dim=32, n_enc_layers=1, n_dec_layers=1, s1_bits=4, s2_bits=4
+    )
+    write_random_pair(tmp_path / "pair", predictor_cfg, tokenizer_cfg, seed=3)
+    (tmp_path / "pair" / "model.safetensors").write_bytes(b"not safetensors")
+    with LiveApp(create_app(_settings(model_path=tmp_path / "pair"))) as app:
+        deadline = time.monotonic() + 30
+        while (ready := app.get("/v1/readyz")).json()["status"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "failed"
+        assert "model.safetensors" in ready.json()["reason"] and str(tmp_path) in ready.json()["reason"]
+        assert_error(app.post("/v1/predict/single", json=GUIDE_SINGLE), 503, "model_not_ready")
+
+
+def test_a_custom_checkpoint_in_the_original_layout_serves(tmp_path):
+    from model.config import PredictorConfig, TokenizerConfig
+    from model.synthetic import write_random_pair
+
+    predictor_cfg = PredictorConfig(s1_bits=4, s2_bits=4, n_layers=1, d_model=16, n_heads=2, ff_dim=32)
+    tokenizer_cfg = TokenizerConfig(
+        d_in=6, d_model=16, n_heads=2, ff_dim=32, n_enc_layers=1, n_dec_layers=1, s1_bits=4, s2_bits=4
+    )
+    write_random_pair(tmp_path / "models", predictor_cfg, tokenizer_cfg, seed=3)
+    with LiveApp(create_app(_settings(model_path=tmp_path / "models"))) as app:
+        app.wait_ready()
+        assert app.get("/v1/readyz").json()["model"]["version"].startswith("models@")
+        response = app.post("/v1/predict/single", json=GUIDE_SINGLE)
+        assert response.status_code == 200 and response.json()["model"].startswith("models@")

@@ -48,10 +48,17 @@ def test_priority_environment_then_dotenv_then_defaults(tmp_path, monkeypatch):
 
 def test_the_original_layout_model_path_with_tokenizer_inside(tmp_path, monkeypatch):
     monkeypatch.setenv("KRONOS_MODEL_PATH", str(tmp_path))
+    with pytest.raises(SettingsError, match="KRONOS_TOKENIZER_PATH"):
+        load_settings(env_file=None)
+    (tmp_path / "tokenizer").mkdir()
     settings = load_settings(env_file=None)
     assert settings.resolved_tokenizer_path == tmp_path / "tokenizer"
+    (tmp_path / "elsewhere").mkdir()
     monkeypatch.setenv("KRONOS_TOKENIZER_PATH", str(tmp_path / "elsewhere"))
     assert load_settings(env_file=None).resolved_tokenizer_path == tmp_path / "elsewhere"
+    monkeypatch.setenv("KRONOS_MODEL_PATH", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="KRONOS_MODEL_PATH.*does not exist"):
+        load_settings(env_file=None)
 
 
 def test_lists_from_commas_or_json(monkeypatch):
