@@ -245,8 +245,6 @@ check_routing() {
 
 cmd_up() {
     if ((!DRY_RUN)); then
-        [[ "$KRONOS_MODE" == cpu ]] || check_gpu_driver
-        check_docker
         [[ "$KRONOS_MODE" == cpu ]] || check_gpu_runtime
         command -v curl >/dev/null 2>&1 || fail "curl not found: the readiness check needs it"
     else
@@ -287,7 +285,6 @@ cmd_up() {
 }
 
 cmd_status() {
-    ((DRY_RUN)) || check_docker
     run "${COMPOSE[@]}" ps
     ((DRY_RUN)) && return 0
     local service url
@@ -302,15 +299,16 @@ cmd_status() {
 
 kronos_deploy_main() {
     parse_args "$@"
+    if ((!DRY_RUN)); then
+        # A GPU deployment without a GPU fails on that first, whatever else is missing.
+        if [[ "$COMMAND" == up && "$KRONOS_MODE" != cpu ]]; then check_gpu_driver; fi
+        check_docker
+    fi
     detect_compose
     case "$COMMAND" in
         up) cmd_up ;;
-        down)
-            ((DRY_RUN)) || check_docker
-            run "${COMPOSE[@]}" down
-            ;;
+        down) run "${COMPOSE[@]}" down ;;
         logs)
-            ((DRY_RUN)) || check_docker
             if [[ -n "$LOG_SERVICE" ]]; then
                 run "${COMPOSE[@]}" logs -f --tail 200 "$LOG_SERVICE"
             else

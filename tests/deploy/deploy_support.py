@@ -135,14 +135,14 @@ class ServiceInstance:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, **settings: str) -> None:
-        env = clean_env(
-            PYTHONPATH=str(REPO),
-            KRONOS_INSTANCE_NAME=self.name,
-            KRONOS_MODEL_PATH=str(BUNDLED_MODEL),  # what the compose files mount at /models by default
-            KRONOS_RATE_LIMIT_PER_MINUTE="0",
-            KRONOS_LOG_LEVEL="WARNING",
-            **settings,
-        )
+        defaults = {
+            "PYTHONPATH": str(REPO),
+            "KRONOS_INSTANCE_NAME": self.name,
+            "KRONOS_MODEL_PATH": str(BUNDLED_MODEL),  # what the compose files mount at /models by default
+            "KRONOS_RATE_LIMIT_PER_MINUTE": "0",
+            "KRONOS_LOG_LEVEL": "WARNING",
+        }
+        env = clean_env(**{**defaults, **settings})
         argv = [sys.executable, "-m", "services.kronos_fastapi", "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = ManagedProcess(self.name, argv, env, self.workdir, self.workdir / "service.log")
 

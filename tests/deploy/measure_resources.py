@@ -1,0 +1,113 @@
+"""Measure one CPU instance's memory, CPU and latency: the figures in DEPLOYMENT_DEVICE_OPTIONS.md.
+
+    python tests/deploy/measure_resources.py [--shape bundled|small|base] [--repeats 5]
+
+Starts a real instance on a loopback port (as the container runs it), with the bundled model or a
+random-weight checkpoint of the published Kronos-small / Kronos-base shape (same size and speed
+as the real weights; forecasts are noise), and reports resident memory after start-up and at its
+peak under load, CPU time, and latency of a few request sizes. Not a test: pytest skips it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+from deploy_support import ServiceInstance, free_port
+
+from model.config import PredictorConfig
+from model.synthetic import KRONOS_SMALL, TOKENIZER_BASE, write_random_pair
+
+# Kronos-base as published: d_model 832, 12 layers, ff_dim 2048 (heads: 832 = 16 x 52).
+KRONOS_BASE = PredictorConfig(s1_bits=10, s2_bits=10, n_layers=12, d_model=832, n_heads=16, ff_dim=2048)
+SHAPES = {"small": KRONOS_SMALL, "base": KRONOS_BASE}
+
+
+def candles(rows: int) -> list[list[float]]:
+    return [[100 + i % 7, 105 + i % 7, 98 + i % 7, 102 + i % 7, 1000.0 + i] for i in range(rows)]
+
+
+REQUESTS = {
+    "guide single (2 rows, pred_len 10)": (
+        "/v1/predict/single",
+        {"data": [[100.0, 105.0, 98.0, 102.0], [102.0, 108.0, 101.0, 107.0]], "pred_len": 10},
+    ),
+    "single (400 rows, pred_len 120)": ("/v1/predict/single", {"data": candles(400), "pred_len": 120, "seed": 1}),
+    "batch of 8 (400 rows, pred_len 120)": (
+        "/v1/predict/batch",
+        {"batch": [{"data": candles(400), "pred_len": 120, "seed": i} for i in range(8)]},
+    ),
+}
+
+
+class PeakRss:
+    """Samples the process's resident memory every 50 ms while running."""
+
+    def __init__(self, pid: int):
+        self.process = psutil.Process(pid)
+        self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=["bundled", "small", "base"], default="bundled")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = {"KRONOS_DEVICE": "cpu", "KRONOS_REQUEST_TIMEOUT_S": "600"}
+        if args.shape != "bundled":
+            folder = Path(tmp) / f"kronos-{args.shape}-random"
+            write_random_pair(folder, SHAPES[args.shape], TOKENIZER_BASE, seed=0)
+            settings["KRONOS_MODEL_PATH"] = str(folder)
+        instance = ServiceInstance(f"measure-{args.shape}", free_port(), Path(tmp))
+        started = time.monotonic()
+        instance.start(**settings)
+        try:
+            instance.wait_ready(timeout_s=300)
+            ready_s = time.monotonic() - started
+            process = psutil.Process(instance.process.process.pid)
+            rss_ready = process.memory_info().rss
+            cpu_before = process.cpu_times()
+            peak = PeakRss(process.pid)
+            print(f"shape {args.shape}: ready in {ready_s:.1f} s, RSS after start-up {rss_ready / 2**20:.0f} MiB")
+            with httpx.Client(base_url=instance.url, timeout=900) as client:
+                for label, (path, body) in REQUESTS.items():
+                    times = []
+                    for _ in range(args.repeats):
+                        t0 = time.perf_counter()
+                        response = client.post(path, json=body)
+                        times.append(time.perf_counter() - t0)
+                        response.raise_for_status()
+                    spread = f"min {min(times):.3f}, max {max(times):.3f}"
+                    print(f"  {label}: median {statistics.median(times):.3f} s ({spread})")
+            cpu_after = process.cpu_times()
+            print(
+                f"  peak RSS under load {peak.stop() / 2**20:.0f} MiB; "
+                f"CPU time {cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system:.1f} s; "
+                f"torch threads = cores ({psutil.cpu_count()})"
+            )
+        finally:
+            instance.stop()
+
+
+if __name__ == "__main__":
+    main()

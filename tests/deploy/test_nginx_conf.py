@@ -1,0 +1,172 @@
+"""nginx.conf on its own: it loads (as the official image runs it), it agrees with the service's
+limits, and, in front of two recording backends, it forwards what the instances need and retries
+a refused request with the same body."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from deploy_support import REPO, Nginx, free_port, nginx_argv, render_nginx_conf
+
+from services.kronos_fastapi.settings import Settings
+
+CONF = (REPO / "nginx.conf").read_text()
+
+
+def directive(name: str) -> str:
+    """The value of a directive that appears once in nginx.conf."""
+    values = re.findall(rf"^\s*{name}\s+([^;]+);", CONF, flags=re.MULTILINE)
+    assert len(values) == 1, (name, values)
+    return values[0].strip()
+
+
+def seconds(value: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m)?", value).groups()
+    return int(number) * {"ms": 0.001, "s": 1, "m": 60, None: 1}[unit]
+
+
+def test_nginx_t_accepts_the_config_as_the_image_runs_it(nginx_bin, tmp_path):
+    # The official image starts `nginx -g 'daemon off;'`: the file must not set daemon (or pid,
+    # user, log paths) itself, which nginx_argv's -g would then duplicate.
+    (tmp_path / "nginx.conf").write_text(render_nginx_conf(free_port(), free_port(), free_port()))
+    result = subprocess.run(nginx_argv(nginx_bin, tmp_path, "-t"), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+def test_body_limit_matches_the_service_default():
+    # nginx's "m" is MiB, as is KRONOS_MAX_REQUEST_SIZE_MB (the code default, not this shell's).
+    default_mib = Settings.model_fields["max_request_size_mb"].default
+    assert directive("client_max_body_size") == f"{int(default_mib)}m"
+    assert f'"limit_bytes":{int(default_mib * 1024 * 1024)}' in CONF  # what the 413 body states
+
+
+def test_read_timeout_lets_the_service_answer_its_own_504_first():
+    request_timeout = Settings.model_fields["request_timeout_s"].default
+    assert seconds(directive("proxy_read_timeout")) > request_timeout
+    # Room to raise KRONOS_REQUEST_TIMEOUT_S to 300 s without touching nginx (documented).
+    assert seconds(directive("proxy_read_timeout")) > 300
+
+
+def test_failover_conditions():
+    conditions = directive("proxy_next_upstream").split()
+    assert {"error", "timeout", "http_502", "http_503", "non_idempotent"} <= set(conditions)
+    # The instance's own 504 (KRONOS_REQUEST_TIMEOUT_S) is an answer, not a reason to run it twice.
+    assert "http_504" not in conditions
+    assert directive("proxy_next_upstream_tries") == "2"
+    assert "proxy_request_buffering off" not in CONF  # the body must be kept to be resent
+
+
+class Recorder:
+    """A stand-in backend that records each request and answers a fixed status."""
+
+    def __init__(self, name: str, status: int = 200):
+        self.name = name
+        self.status = status
+        self.requests: list[dict] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                recorder.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                payload = json.dumps({"instance": recorder.name}).encode()
+                self.send_response(recorder.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorders() -> Iterator[tuple[Recorder, Recorder]]:
+    cpu, gpu = Recorder("cpu"), Recorder("gpu")
+    try:
+        yield cpu, gpu
+    finally:
+        cpu.close()
+        gpu.close()
+
+
+@pytest.fixture
+def recorded_lb(nginx_bin, recorders, tmp_path) -> Iterator[httpx.Client]:
+    cpu, gpu = recorders
+    lb = Nginx(nginx_bin, tmp_path / "nginx", cpu.port, gpu.port)
+    try:
+        with httpx.Client(base_url=lb.url, timeout=10.0) as client:
+            yield client
+    finally:
+        lb.stop()
+
+
+def test_forwarded_headers_reach_the_instance(recorded_lb, recorders):
+    cpu, _ = recorders
+    recorded_lb.post(
+        "/v1/predict/single",
+        json={"data": [[1, 2, 0.5, 1.5]]},
+        headers={"X-Forwarded-For": "203.0.113.7", "X-Request-ID": "abc-123"},
+    )
+    seen = cpu.requests[-1]["headers"]
+    # nginx appends the peer it saw; the instance trusts the chain only from KRONOS_TRUSTED_PROXIES.
+    assert seen["X-Forwarded-For"] == "203.0.113.7, 127.0.0.1"
+    assert seen["X-Real-IP"] == "127.0.0.1"
+    assert seen["X-Request-ID"] == "abc-123"
+    assert seen["X-Forwarded-Proto"] == "http"
+    assert seen["Host"].startswith("127.0.0.1:")
+
+
+def test_not_ready_instance_is_skipped_with_the_same_body(recorded_lb, recorders):
+    cpu, gpu = recorders
+    gpu.status = 503
+    body = json.dumps({"batch": [{"data": [[1, 2, 0.5, 1.5]], "pred_len": 3}]}).encode()
+    response = recorded_lb.post("/v1/predict/batch", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200
+    assert response.headers["X-Backend-Used"] == "cpu"
+    assert response.headers["X-Backend-Failover-From"] == "gpu"
+    assert gpu.requests[-1]["body"] == body == cpu.requests[-1]["body"]
+
+
+def test_other_statuses_are_answers_not_failover(recorded_lb, recorders):
+    cpu, gpu = recorders
+    for status in (422, 429, 500, 504):
+        gpu.status = status
+        before = len(cpu.requests)
+        response = recorded_lb.post("/v1/predict/batch", json={"batch": []})
+        assert response.status_code == status
+        assert response.headers["X-Backend-Used"] == "gpu"
+        assert len(cpu.requests) == before
+
+
+def test_both_down_is_a_json_502_from_nginx(nginx_bin, tmp_path):
+    lb = Nginx(nginx_bin, tmp_path / "nginx", free_port(), free_port())
+    try:
+        for method, path in [("POST", "/v1/predict/single"), ("POST", "/v1/predict/batch"), ("GET", "/cpu/v1/metrics")]:
+            response = httpx.request(method, lb.url + path, json={}, timeout=10.0)
+            assert response.status_code == 502
+            assert response.headers["X-Backend-Used"] == "none"
+            assert response.json()["error"]["type"] == "backend_unavailable"
+            assert response.headers["X-Request-ID"]
+    finally:
+        lb.stop()
