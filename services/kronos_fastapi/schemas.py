@@ -169,15 +169,18 @@ class LegacyBatchRequest(_Strict):
 # --- responses ------------------------------------------------------------------------------
 
 
-class ForecastRow(BaseModel):
-    step: int = Field(description="1 = the first period after the input")
-    timestamp: str | None = Field(description="ISO 8601; null when the request had no timestamps")
+class CandleValues(BaseModel):
     open: float
     high: float
     low: float
     close: float
     volume: float
     amount: float
+
+
+class ForecastRow(CandleValues):
+    step: int = Field(description="1 = the first period after the input")
+    timestamp: str | None = Field(description="ISO 8601; null when the request had no timestamps")
 
 
 class QuantileBand(BaseModel):
@@ -209,14 +212,8 @@ class BatchResponse(ServedBy):
     results: list[ForecastResult]
 
 
-class LegacyRow(BaseModel):
+class LegacyRow(CandleValues):
     timestamp: str
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    amount: float
 
 
 class LegacySingleResponse(BaseModel):

@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from model.errors import DeviceUnavailableError
 
 from .errors import ForecastTimeout, ModelNotReady
 from .metrics import ServiceMetrics
+from .schemas import ModelInfo
 from .settings import Settings
 
 logger = logging.getLogger("kronos.service")
@@ -40,19 +40,6 @@ def checkpoint_version(folder: Path) -> str:
     return f"{folder.resolve().name}@{digest.hexdigest()[:12]}"
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    version: str
-    tokenizer_version: str
-    path: str
-    tokenizer_path: str
-    max_context: int
-    parameters: int
-    load_seconds: float
-    warmup_seconds: float
-
-
 class ForecastService:
     """Owns the predictor. ``load()`` runs once in the background; ``forecast()`` serves requests."""
 
@@ -64,7 +51,7 @@ class ForecastService:
         self.device_requested = settings.device
         self.device: str | None = None
         self.fallback = False
-        self.model: LoadedModel | None = None
+        self.model: ModelInfo | None = None
         self.predictor: KronosPredictor | None = None
         self.started = time.monotonic()
         # One model thread: forecasts run one at a time, off the event loop.
@@ -134,7 +121,7 @@ class ForecastService:
         self._warm_up(predictor)
         warmed = time.perf_counter()
         self.predictor = predictor
-        self.model = LoadedModel(
+        self.model = ModelInfo(
             name=Path(model_path).resolve().name,
             version=checkpoint_version(Path(model_path)),
             tokenizer_version=checkpoint_version(Path(tokenizer_path)),

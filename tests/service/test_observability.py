@@ -94,7 +94,7 @@ def test_openapi_documents_routes_and_errors(client):
 
 
 def test_health_answers_promptly_while_a_long_forecast_runs(client, server):
-    long_body = {"data": [[100, 101, 99, 100.5]] * 200, "pred_len": 200, "sample_count": 8, "seed": 1}
+    long_body = {"data": [[100, 101, 99, 100.5]] * 200, "pred_len": 200, "sample_count": 12, "seed": 1}
     result: dict = {}
 
     def run() -> None:

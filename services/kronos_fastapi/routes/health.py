@@ -41,7 +41,7 @@ async def readyz(service: ServiceDep) -> JSONResponse:
         "device_fallback": service.fallback,
         "instance": service.settings.instance_name,
         "uptime_s": service.uptime_s,
-        "model": model.__dict__ if model else None,
+        "model": model.model_dump() if model else None,
     }
     return JSONResponse(body, status_code=200 if service.ready else 503)
 
