@@ -203,11 +203,24 @@ verify_gpu_instance() {
     docker exec kronos-api-gpu nvidia-smi -L || say "WARNING: 'docker exec kronos-api-gpu nvidia-smi' failed: the container does not see the GPU" >&2
 }
 
+# The first of KRONOS_API_KEYS (shell, else ./.env), for the routing check's requests; empty if none.
+routing_api_key() {
+    local keys="${KRONOS_API_KEYS:-}"
+    if [[ -z "$keys" && -f "$KRONOS_ROOT/.env" ]]; then
+        keys="$(sed -n 's/^[[:space:]]*KRONOS_API_KEYS[[:space:]]*=[[:space:]]*//p' "$KRONOS_ROOT/.env" | tail -n 1)"
+        keys="${keys%\"}" && keys="${keys#\"}"
+    fi
+    keys="${keys%%,*}"
+    printf '%s' "${keys//[[:space:]]/}"
+}
+
 # One routed request through the balancer; prints the line of the report, returns 1 on a mismatch.
 check_route() {
-    local label="$1" path="$2" body="$3" override="$4" expected="$5" headers status used
+    local label="$1" path="$2" body="$3" override="$4" expected="$5" headers status used api_key
     local args=(-sS --max-time 120 -o /dev/null -D - -X POST -H "Content-Type: application/json" --data "$body")
     [[ -z "$override" ]] || args+=(-H "X-Kronos-Device: $override")
+    api_key="$(routing_api_key)"
+    [[ -z "$api_key" ]] || args+=(-H "X-API-Key: $api_key")
     if ! headers="$(curl "${args[@]}" "$LB_URL$path" 2>&1)"; then
         printf '  %-32s -> request failed: %s\n' "$label" "${headers%%$'\n'*}"
         return 1

@@ -177,6 +177,22 @@ def test_dotenv_is_honoured_and_the_shell_wins(docker_compose, project, file):
 
 
 @pytest.mark.parametrize("file", COMPOSE_FILES)
+def test_a_folder_of_models_mounted_whole(docker_compose, project, file):
+    # The original guide's layout: one host folder with several checkpoints, one picked by path.
+    env = {
+        "KRONOS_MODEL_HOST_PATH": "/data/ws/kronos/models",
+        "KRONOS_MODEL_PATH": "/models/Kronos-small",
+        "KRONOS_TOKENIZER_PATH": "/models/Kronos-Tokenizer-base",
+    }
+    services = config(docker_compose, project, file, env)["services"]
+    for name in ("kronos-api-cpu", "kronos-api-gpu"):
+        if name in services:
+            assert volume(services[name], "/models") == ("/data/ws/kronos/models", "ro")
+            assert services[name]["environment"]["KRONOS_MODEL_PATH"] == "/models/Kronos-small"
+            assert services[name]["environment"]["KRONOS_TOKENIZER_PATH"] == "/models/Kronos-Tokenizer-base"
+
+
+@pytest.mark.parametrize("file", COMPOSE_FILES)
 def test_every_service_setting_can_be_set_and_none_is_misspelt(docker_compose, project, file):
     services = config(docker_compose, project, file)["services"]
     for name in ("kronos-api-cpu", "kronos-api-gpu"):

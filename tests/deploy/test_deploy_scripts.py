@@ -276,3 +276,21 @@ def test_no_host_docker_leaks_into_the_toolbox(tmp_path):
     box = Toolbox(tmp_path, docker=False, gpus=None)
     assert shutil.which("docker", path=str(box.bin)) is None
     assert shutil.which("docker-compose", path=str(box.bin)) is None
+
+
+@pytest.mark.parametrize(("keys", "expected"), [("key-one, key-two", "key-one"), ("solo", "solo"), ("", "")])
+def test_routing_check_uses_the_first_api_key(keys, expected):
+    # With KRONOS_API_KEYS set, the routing check's requests must carry a key or get 401s.
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'KRONOS_MODE=hybrid; source "{REPO}/deploy-common.sh"; KRONOS_ROOT=/nonexistent; routing_api_key',
+        ],
+        env=clean_env(KRONOS_API_KEYS=keys),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
