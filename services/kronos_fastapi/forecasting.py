@@ -8,7 +8,8 @@ answer), and how one-row series and quantile bands are handled.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,11 +234,18 @@ def _offset(freq: str, name: str) -> pd.DateOffset:
     return offset
 
 
-def _continue(last: pd.Timestamp, step: Any, periods: int, name: str) -> pd.DatetimeIndex:
+@contextmanager
+def _calendar_errors(name: str) -> Iterator[None]:
+    """Timestamp arithmetic that leaves pandas' range (years 1677-2262) is the request's fault."""
     try:
-        return pd.date_range(start=last + step, periods=periods, freq=step)
+        yield
     except (ValueError, OverflowError, TypeError) as exc:
-        raise InvalidRequest(f"{name}: cannot continue the timestamps for {periods} periods ({exc})") from None
+        raise InvalidRequest(f"{name}: the timestamps cannot be extended ({exc})") from None
+
+
+def _continue(last: pd.Timestamp, step: Any, periods: int, name: str) -> pd.DatetimeIndex:
+    with _calendar_errors(name):
+        return pd.date_range(start=last + step, periods=periods, freq=step)
 
 
 def _future_of(
@@ -252,11 +260,8 @@ def _future_of(
         step = _offset(settings.default_freq, "KRONOS_DEFAULT_FREQ")
     else:
         inferred = pd.infer_freq(index) if len(index) >= 3 else None
-        step = (
-            pd.tseries.frequencies.to_offset(inferred)
-            if inferred
-            else pd.Timedelta(np.median(np.diff(index.asi8)), "ns")
-        )
+        # The median step, as a Timedelta (pandas 3 keeps timestamps in s/ms/us/ns units).
+        step = pd.tseries.frequencies.to_offset(inferred) if inferred else (index[1:] - index[:-1]).median()
     return _continue(index[-1], step, pred_len, name)
 
 
@@ -285,11 +290,13 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
             request.freq or settings.default_freq, _name(prefix, "freq") if request.freq else "KRONOS_DEFAULT_FREQ"
         )
         rows = max(len(candles), 2)
-        calendar = _continue(CALENDAR_START - step, step, rows + pred_len, _name(prefix, "freq"))
+        with _calendar_errors(_name(prefix, "freq")):
+            calendar = _continue(CALENDAR_START - step, step, rows + pred_len, _name(prefix, "freq"))
         index, future = calendar[:rows], calendar[rows:]
         if len(candles) == 1:
             candles = np.repeat(candles, 2, axis=0)
-    candles, index = _pad_one_row(candles, index, future)
+    with _calendar_errors(_name(prefix, "timestamps")):
+        candles, index = _pad_one_row(candles, index, future)
     series = SeriesInput(
         candles=candles,
         timestamps=index,
@@ -340,7 +347,8 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         raise InvalidRequest(
             f"{_name(prefix, 'prediction_timestamps', 0)}: must be after the last timestamp {index[-1]}"
         )
-    candles, index = _pad_one_row(candles, index, future)
+    with _calendar_errors(_name(prefix, "timestamps")):
+        candles, index = _pad_one_row(candles, index, future)
     series = SeriesInput(
         candles=candles,
         timestamps=index,

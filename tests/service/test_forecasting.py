@@ -64,3 +64,15 @@ def test_batch_size_limit_is_checked_before_the_items():
     body = {"batch": [{"not": "checked"}] * (SETTINGS.max_batch_items + 1)}
     with pytest.raises(InvalidRequest, match="KRONOS_MAX_BATCH_ITEMS"):
         parse_batch(json.dumps(body).encode(), SETTINGS)
+
+
+def test_two_timestamps_continue_their_step():
+    body = {"data": [[1, 2, 0.5, 1.5]] * 2, "timestamps": ["2024-03-04T09:30:00", "2024-03-04T09:35:00"], "pred_len": 2}
+    future = _single(body).items[0].series.future_timestamps
+    assert [str(t) for t in future] == ["2024-03-04 09:40:00", "2024-03-04 09:45:00"]
+    irregular = {
+        **body,
+        "data": [[1, 2, 0.5, 1.5]] * 4,
+        "timestamps": ["2024-03-04T09:00", "2024-03-04T09:01", "2024-03-04T09:03", "2024-03-04T09:04"],
+    }
+    assert str(_single(irregular).items[0].series.future_timestamps[0]) == "2024-03-04 09:05:00"

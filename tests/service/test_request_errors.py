@@ -69,7 +69,7 @@ def test_raw_bodies(client, body, status, error_type, mentions):
             {"data": [ROW, ROW], "timestamps": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00"], "pred_len": 3},
             "timestamps",
         ),
-        ({"data": [ROW, ROW], "timestamps": ["9999-12-30", "9999-12-31"], "pred_len": 3}, "timestamps"),
+        ({"data": [ROW], "pred_len": 3, "freq": "-1h"}, "freq"),
         ({"data": [ROW], "pred_len": 3, "prd_len": 4}, "prd_len"),
         ({**GUIDE_SINGLE, "unknown_option": True}, "unknown_option"),
     ],
@@ -94,6 +94,29 @@ def test_invalid_single_requests(client, body, mentions):
 def test_invalid_batch_requests(client, body, mentions):
     error = assert_error(client.post("/v1/predict/batch", json=body), 422, "validation_error")
     assert mentions in error["message"] + str(error["details"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": [ROW], "timestamps": ["0001-01-01T00:00:00"], "pred_len": 3},
+        {"data": [ROW], "timestamps": ["1677-09-22T00:00:00"], "pred_len": 3},
+        {"data": [ROW, ROW], "timestamps": ["2262-04-10", "2262-04-11"], "pred_len": 3},
+        {"data": [ROW], "pred_len": 3, "freq": "100000000D"},
+        {"data": [ROW, ROW], "timestamps": ["9999-12-30", "9999-12-31"], "pred_len": 3},
+        {"data": [ROW], "timestamps": ["9999-12-31T23:59:59"], "pred_len": 3, "freq": "1000000D"},
+        {
+            "candles": [{"open": 1, "high": 2, "low": 0.5, "close": 1.5}],
+            "timestamps": ["0002-01-01T00:00:00"],
+            "prediction_timestamps": ["9999-01-01T00:00:00"],
+        },
+    ],
+)
+def test_extreme_calendars_are_answered_or_refused_never_500(client, body):
+    response = client.post("/v1/predict/single", json=body)
+    assert response.status_code in (200, 422), response.text
+    if response.status_code == 422:
+        assert_error(response, 422)
 
 
 def test_details_list_every_problem(client):
