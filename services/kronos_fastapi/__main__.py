@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         proxy_headers=False,  # X-Forwarded-For is believed only from KRONOS_TRUSTED_PROXIES
         server_header=False,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s or None,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type] — a float works
     )
     return 0
 
