@@ -42,6 +42,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PortTaken(Exception):
+    """Another process took the free port between our probe and the server's bind."""
+
+
 class ServerProcess:
     """One real service process on 127.0.0.1."""
 
@@ -58,12 +62,13 @@ class ServerProcess:
         base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), base.get("PYTHONPATH")]))
         base.update({"KRONOS_PORT": str(self.port), "KRONOS_HOST": "127.0.0.1", "OMP_NUM_THREADS": "1"})
         base.update(env or {})
+        self._logs = [open(self.stdout_path, "w"), open(self.stderr_path, "w")]  # noqa: SIM115 — closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "services.kronos_fastapi"],
             cwd=workdir,
             env=base,
-            stdout=open(self.stdout_path, "w"),  # noqa: SIM115 — closed with the process
-            stderr=open(self.stderr_path, "w"),  # noqa: SIM115
+            stdout=self._logs[0],
+            stderr=self._logs[1],
         )
 
     def wait_started(self, ready: bool = True) -> ServerProcess:
@@ -72,6 +77,8 @@ class ServerProcess:
         path = "/v1/readyz" if ready else "/v1/healthz"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "address already in use" in self.stderr().lower():
+                    raise PortTaken(self.port)
                 pytest.fail(f"server exited with {self.process.returncode}:\n{self.stderr()[-3000:]}")
             try:
                 if httpx.get(self.url + path, timeout=2).status_code == 200:
@@ -97,6 +104,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        for log in self._logs:
+            log.close()
         return self.process.returncode
 
 
@@ -114,8 +123,19 @@ def start_servers(tmp_path_factory) -> Iterator:
             server = ServerProcess(tmp_path_factory.mktemp(name), config, dotenv)
             started.append(server)
             servers[name] = server
-        for server in servers.values():
-            server.wait_started(ready=ready)
+        for name, server in servers.items():
+            for _ in range(3):
+                try:
+                    server.wait_started(ready=ready)
+                    break
+                except PortTaken:
+                    server.stop()
+                    env = {k: v for k, v in configs[name].items() if k != ".env"}
+                    server = ServerProcess(server.workdir, env)
+                    started.append(server)
+                    servers[name] = server
+            else:
+                pytest.fail(f"no free port for server {name} after 3 tries")
         return servers
 
     yield start
