@@ -10,7 +10,8 @@ exactly what the reference does, but only for the rows that slide.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,6 +32,13 @@ class SeriesTokens:
     sample_count: int
     params: SamplingParams
     generator: torch.Generator
+    # Set from another thread to stop generating this series (e.g. its client went away); it
+    # is then returned with fewer than pred_len tokens.
+    cancel: threading.Event | None = field(default=None)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
 
 def _row_layout(series: list[SeriesTokens]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -75,6 +83,8 @@ def generate_recompute(model: Kronos, series: list[SeriesTokens], max_context: i
         stamps = s.stamps.to(device).unsqueeze(0).repeat(s.sample_count, 1, 1)
         n = tok1.shape[1]
         for i in range(s.pred_len):
+            if s.cancelled:
+                break
             end = n + i
             start = max(0, end - max_context)
             s1_logits, h = model.decode_s1(tok1[:, start:end], tok2[:, start:end], stamps[:, start:end])
@@ -128,6 +138,11 @@ def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int)
     out2 = torch.zeros_like(out1)
     positions_window = torch.arange(window, device=device)
     for i in range(steps):
+        for b, s in enumerate(series):
+            if s.cancelled and pred_lens[first_row[b]] > i:
+                pred_lens[first_row[b] : first_row[b] + repeats[b]] = i  # its rows stop here
+        if not (pred_lens > i).any():
+            break
         if i > 0 and cache is not None:
             keep = (pred_lens[cached_rows] > i) & (cur[cached_rows] <= window)
             if not keep.all():
@@ -165,7 +180,8 @@ def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int)
     results = []
     for b, s in enumerate(series):
         rows = slice(first_row[b], first_row[b] + repeats[b])
-        results.append((out1[rows, : s.pred_len], out2[rows, : s.pred_len]))
+        done = int(pred_lens[first_row[b]]) if s.cancelled else s.pred_len
+        results.append((out1[rows, :done], out2[rows, :done]))
     return results
 
 

@@ -7,6 +7,7 @@ pandas calls ``predict`` / ``predict_batch`` are thin adapters over it.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -86,6 +87,8 @@ class SeriesInput:
     top_p: float = 0.9
     sample_count: int = 1
     seed: int | None = None
+    # Set it (from any thread) to abandon this series mid-decode; forecast() then returns None for it.
+    cancel: threading.Event | None = None
 
     @property
     def pred_len(self) -> int:
@@ -137,8 +140,11 @@ class KronosPredictor:
         self.clip = float(clip)
 
     # --- array level ---------------------------------------------------------------------
-    def forecast(self, series: Sequence[SeriesInput], *, fast: bool = True) -> list[Forecast]:
-        """Forecast every series together; ``fast=False`` runs the recompute oracle instead."""
+    def forecast(self, series: Sequence[SeriesInput], *, fast: bool = True) -> list[Forecast | None]:
+        """Forecast every series together; ``fast=False`` runs the recompute oracle instead.
+
+        The entry of a series whose ``cancel`` event was set is None.
+        """
         if not series:
             raise InputError("no series given")
         prepared = [self._prepare(i, s) for i, s in enumerate(series)]
@@ -150,12 +156,20 @@ class KronosPredictor:
             for s, (s1, s2), (_, stamps, seed) in zip(series, tokens, prepared):
                 generator = torch.Generator().manual_seed(seed)
                 params = SamplingParams(s.temperature, s.top_k, s.top_p)
-                jobs.append(SeriesTokens(s1, s2, stamps, s.pred_len, s.sample_count, params, generator))
+                jobs.append(SeriesTokens(s1, s2, stamps, s.pred_len, s.sample_count, params, generator, s.cancel))
             generate = generate_cached if fast else generate_recompute
             generated = generate(self.model, jobs, self.max_context)
-            decoded = self._decode(jobs, generated)
-        results = []
+            finished = [i for i, job in enumerate(jobs) if not job.cancelled]
+            decoded: list[np.ndarray | None] = [None] * len(jobs)
+            if finished:
+                paths = self._decode([jobs[i] for i in finished], [generated[i] for i in finished])
+                for i, p in zip(finished, paths):
+                    decoded[i] = p
+        results: list[Forecast | None] = []
         for s, (x, _, _), paths, seed in zip(series, prepared, decoded, seeds):
+            if paths is None:
+                results.append(None)
+                continue
             mean_norm, std = x.mean(axis=0), x.std(axis=0)
             scale = std + np.float32(_STD_EPS)
             mean = paths.mean(axis=0) * scale + mean_norm

@@ -105,3 +105,28 @@ def test_sample_paths_differ_and_seed_reproduces(make_predictor, conformance_inp
     series.seed = 124
     (other,) = predictor.forecast([series])
     assert not np.array_equal(other.samples, first.samples)
+
+
+def test_a_cancelled_series_stops_and_leaves_the_others_untouched(make_predictor, conformance_input, future_timestamps):
+    import threading
+
+    predictor = make_predictor(max_context=64)
+
+    def series(seed, cancel=None):
+        return SeriesInput(
+            candles=conformance_input[COLUMNS].to_numpy(),
+            timestamps=pd.DatetimeIndex(conformance_input["timestamps"]),
+            future_timestamps=pd.DatetimeIndex(future_timestamps),
+            sample_count=2,
+            seed=seed,
+            cancel=cancel,
+        )
+
+    cancelled = threading.Event()
+    cancelled.set()
+    (alone,) = predictor.forecast([series(5)])
+    for fast in (True, False):
+        kept, dropped = predictor.forecast([series(5), series(6, cancelled)], fast=fast)
+        assert dropped is None
+        np.testing.assert_allclose(kept.samples, alone.samples, rtol=1e-5)
+    assert predictor.forecast([series(6, cancelled)]) == [None]
