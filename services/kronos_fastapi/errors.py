@@ -76,9 +76,30 @@ class ModelNotReady(ServiceError):
     error_type = "model_not_ready"
 
 
+class QueueFull(ServiceError):
+    """Backpressure: KRONOS_MAX_QUEUE series are already waiting for the model."""
+
+    status_code = 503
+    error_type = "queue_full"
+
+
+class DeviceOutOfMemory(ServiceError):
+    """One series alone does not fit in the device's memory (batches that do not fit are split first)."""
+
+    status_code = 503
+    error_type = "out_of_memory"
+
+
 class ForecastTimeout(ServiceError):
     status_code = 504
     error_type = "timeout"
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away before its answer; nobody reads this (nginx's 499), the logs and metrics do."""
+
+    status_code = 499
+    error_type = "client_disconnected"
 
 
 def error_body(error_type: str, message: str, details: Any = None) -> dict[str, Any]:

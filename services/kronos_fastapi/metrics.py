@@ -25,6 +25,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _ROWS_BUCKETS = (1, 2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 _PRED_LEN_BUCKETS = (1, 5, 10, 20, 30, 60, 120, 240, 512, 1024)
 _ITEMS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class ServiceMetrics:
@@ -53,7 +55,7 @@ class ServiceMetrics:
         self.in_flight = Gauge("kronos_http_requests_in_flight", "HTTP requests being served now", registry=r)
         self.prediction_duration = Histogram(
             "kronos_prediction_duration_seconds",
-            "Model time of one forecast call (one batch of series)",
+            "Time of one request's forecast: queue wait and model time, from admission to answer",
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -70,9 +72,47 @@ class ServiceMetrics:
         self.batch_items = Histogram(
             "kronos_request_batch_items", "Series per /v1/predict/batch request", buckets=_ITEMS_BUCKETS, registry=r
         )
+        # The batching scheduler.
+        self.queue_depth = Gauge("kronos_queue_depth", "Series waiting for the model (not yet in a batch)", registry=r)
+        self.queue_wait = Histogram(
+            "kronos_queue_wait_seconds",
+            "Time a series waited in the queue before its batch started",
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram("kronos_batch_size", "Series per model batch", buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_rows = Histogram(
+            "kronos_batch_rows", "Sample paths (rows) per model batch", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.batch_duration = Histogram(
+            "kronos_batch_duration_seconds",
+            "Model time of one batch (including its retries after an out-of-memory split)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batches = Counter(
+            "kronos_batches",
+            "Model batches started, by why they left the queue: full (KRONOS_MAX_BATCH_SIZE reached) or "
+            "waited (KRONOS_BATCH_WAIT_MS passed)",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_splits = Counter(
+            "kronos_batch_splits", "Batches split in two and retried after running out of device memory", registry=r
+        )
+        self.cancelled_series = Counter(
+            "kronos_cancelled_series",
+            "Series dropped from the queue or from a running batch because their request ended, by why "
+            "(disconnect, timeout, failed: another item of the same batch request failed)",
+            ["reason"],
+            registry=r,
+        )
         self.rate_limited = Counter("kronos_rate_limited", "Requests refused by the rate limit", ["route"], registry=r)
         self.rejections = Counter(
-            "kronos_rejections", "Requests refused before or instead of a forecast, by reason", ["reason"], registry=r
+            "kronos_rejections",
+            "Requests refused before or instead of a forecast, by reason (error type; queue_full = backpressure)",
+            ["reason"],
+            registry=r,
         )
         self.model_ready = Gauge("kronos_model_ready", "1 when the model is loaded and warmed up", registry=r)
         self.model_load_seconds = Gauge("kronos_model_load_seconds", "Time to load and warm up the model", registry=r)

@@ -244,6 +244,13 @@ class ModelInfo(BaseModel):
     warmup_seconds: float
 
 
+class BatchingInfo(BaseModel):
+    max_batch_size: int = Field(description="most sample paths per model batch on this device (1 = no batching)")
+    batch_wait_ms: float
+    max_queue: int
+    queue_depth: int = Field(description="series waiting for the model now")
+
+
 class ReadyResponse(BaseModel):
     status: Literal["ready", "loading", "failed"]
     reason: str | None = None
@@ -253,6 +260,7 @@ class ReadyResponse(BaseModel):
     instance: str
     uptime_s: float
     model: ModelInfo | None = None
+    batching: BatchingInfo
 
 
 class DetailedHealthResponse(BaseModel):

@@ -1,6 +1,6 @@
 """The service layer between the routes and the model: loading, readiness, and forecasting off the
-event loop. Routes call ``ForecastService.forecast``; a batching scheduler can later take its place
-behind the same method.
+event loop. Routes call ``ForecastService.forecast``, which queues the series with the batching
+scheduler (``batching.py``); the model runs one batch at a time on its own thread.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from model import Forecast, Kronos, KronosPredictor, KronosTokenizer, SeriesInput
+from model import Forecast, InputError, Kronos, KronosPredictor, KronosTokenizer, SeriesInput
 from model.devices import resolve_device
 from model.errors import DeviceUnavailableError
 
-from .errors import ForecastTimeout, ModelNotReady
+from .batching import BatchScheduler, forecast_splitting, is_out_of_memory
+from .errors import DeviceOutOfMemory, InvalidRequest, ModelNotReady, ServiceError
 from .metrics import ServiceMetrics
 from .schemas import ModelInfo
 from .settings import Settings
@@ -54,8 +55,17 @@ class ForecastService:
         self.model: ModelInfo | None = None
         self.predictor: KronosPredictor | None = None
         self.started = time.monotonic()
-        # One model thread: forecasts run one at a time, off the event loop.
+        # One model thread: batches run one at a time, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kronos-model")
+        self.scheduler = BatchScheduler(
+            self._run_batch,
+            self._executor,
+            metrics,
+            max_rows=settings.batch_rows(settings.device),  # set again for the device actually used
+            wait_s=settings.batch_wait_ms / 1000,
+            max_queue=settings.max_queue,
+            timeout_s=settings.request_timeout_s,
+        )
         self._publish()
 
     # --- state ----------------------------------------------------------------------------
@@ -121,6 +131,7 @@ class ForecastService:
         self._warm_up(predictor)
         warmed = time.perf_counter()
         self.predictor = predictor
+        self.scheduler.max_rows = self.settings.batch_rows(self.device)
         self.model = ModelInfo(
             name=Path(model_path).resolve().name,
             version=checkpoint_version(Path(model_path)),
@@ -148,10 +159,10 @@ class ForecastService:
 
     # --- serving --------------------------------------------------------------------------
     async def forecast(self, series: Sequence[SeriesInput], endpoint: str) -> list[Forecast]:
-        """Forecast every series in one model call, off the event loop, within REQUEST_TIMEOUT_S.
+        """Forecast every series, batched with other requests' series, within REQUEST_TIMEOUT_S.
 
-        A request that times out while waiting for the model thread is dropped from its queue; one
-        already running finishes in the background (the model cannot be interrupted mid-decode).
+        Raises QueueFull when the queue has no room for them all, ForecastTimeout past the timeout
+        (the series leave the queue, or their batch at its next step), or the error of a series.
         """
         if not self.ready:
             retry = {"Retry-After": "5"} if self.state == LOADING else {}
@@ -159,23 +170,49 @@ class ForecastService:
         for s in series:
             self.metrics.rows.observe(len(s.candles))
             self.metrics.pred_len.observe(s.pred_len)
-        loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._executor, self._run, list(series), endpoint)
-        try:
-            return await asyncio.wait_for(job, self.settings.request_timeout_s)
-        except asyncio.TimeoutError:
-            raise ForecastTimeout(
-                f"the forecast took longer than {self.settings.request_timeout_s:g} s (KRONOS_REQUEST_TIMEOUT_S)",
-                {"timeout_s": self.settings.request_timeout_s},
-            ) from None
-
-    def _run(self, series: list[SeriesInput], endpoint: str) -> list[Forecast]:
-        assert self.predictor is not None
         started = time.perf_counter()
-        forecasts = self.predictor.forecast(series)
+        forecasts = await self.scheduler.submit(series)
         self.metrics.prediction_duration.labels(endpoint).observe(time.perf_counter() - started)
         self.metrics.predicted_series.labels(endpoint).inc(len(series))
         return forecasts
 
+    def _run_batch(self, series: list[SeriesInput]) -> list[Forecast | None | ServiceError]:
+        """One model batch, in the model thread: each series' forecast, or the error its request gets."""
+        assert self.predictor is not None
+        outcomes = forecast_splitting(self.predictor.forecast, series, self._on_split)
+        failures = {id(o): o for o in outcomes if isinstance(o, BaseException) and not _expected(o)}
+        for failure in failures.values():
+            logger.error("a model batch of %d series failed", len(series), exc_info=failure)
+        return [self._as_error(o) if isinstance(o, BaseException) else o for o in outcomes]
+
+    def _on_split(self, exc: BaseException, size: int) -> None:
+        if is_out_of_memory(exc):
+            self.metrics.batch_splits.inc()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # give the failed attempt's blocks back before the halves run
+            logger.warning("a batch of %d series ran out of memory on %s; retrying it in halves", size, self.device)
+        else:
+            logger.warning("a batch of %d series has an invalid series (%s); isolating it", size, exc)
+
+    def _as_error(self, exc: BaseException) -> ServiceError:
+        """A new error object per series: a batch request's error message is edited to name its item."""
+        if isinstance(exc, InputError):
+            return InvalidRequest(str(exc))
+        if is_out_of_memory(exc):
+            # A GPU instance that cannot fit a series tells the balancer (or client) to try the CPU one.
+            headers = {} if self.device == "cpu" else {"X-Kronos-Retry-On": "cpu"}
+            return DeviceOutOfMemory(
+                f"the series does not fit in {self.device} memory even alone; send fewer sample paths or rows",
+                {"device": self.device},
+                headers,
+            )
+        return ServiceError("the forecast failed; see the server log", {"error": type(exc).__name__})
+
     async def close(self) -> None:
+        await self.scheduler.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _expected(exc: BaseException) -> bool:
+    """Errors that are a request's fault or a known device limit: not logged with a stack trace."""
+    return isinstance(exc, InputError) or is_out_of_memory(exc)

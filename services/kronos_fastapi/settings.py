@@ -20,6 +20,12 @@ from model.errors import DeviceError
 
 ENV_PREFIX = "KRONOS_"
 
+# KRONOS_MAX_BATCH_SIZE=0: rows per model batch by device. On 2 CPU cores throughput stops growing
+# well before 32 rows (the steps turn compute-bound), so bigger batches only add latency; a GPU
+# keeps gaining far beyond, and an out-of-memory batch is split and retried anyway.
+AUTO_BATCH_ROWS_CPU = 32
+AUTO_BATCH_ROWS_GPU = 256
+
 # A comma-separated list in the environment ("a,b , c"); JSON lists are accepted too.
 CommaList = Annotated[list[str], NoDecode]
 
@@ -77,6 +83,16 @@ class Settings(BaseSettings):
     max_request_size_mb: float = Field(10.0, gt=0, description="largest request body, in MiB")
     request_timeout_s: float = Field(120.0, gt=0, description="longest a forecast may take before a 504")
     shutdown_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for in-flight requests")
+
+    # --- batching and backpressure ----------------------------------------------------------
+    max_batch_size: int = Field(
+        0,
+        ge=0,
+        description="most sample paths (sum of sample_count) in one model batch; 0 = auto (32 on cpu, 256 on a GPU); "
+        "1 = no batching",
+    )
+    batch_wait_ms: float = Field(10.0, ge=0, description="longest the first series of a batch waits for company")
+    max_queue: int = Field(128, ge=1, description="most series waiting for the model; beyond it 503 + Retry-After")
 
     # --- access -----------------------------------------------------------------------------
     api_keys: CommaList = Field(default_factory=list, description="accepted API keys, comma-separated (empty = open)")
@@ -179,6 +195,11 @@ class Settings(BaseSettings):
                 f"KRONOS_DEFAULT_PRED_LEN ({self.default_pred_len}) must not exceed "
                 f"KRONOS_MAX_PRED_LEN ({self.max_pred_len})"
             )
+        if self.max_queue < self.max_batch_items:
+            raise ValueError(
+                f"KRONOS_MAX_QUEUE ({self.max_queue}) must be at least KRONOS_MAX_BATCH_ITEMS "
+                f"({self.max_batch_items}), or a full batch request could never be queued"
+            )
         return self
 
     # --- derived ----------------------------------------------------------------------------
@@ -189,6 +210,12 @@ class Settings(BaseSettings):
     @property
     def max_request_bytes(self) -> int:
         return int(self.max_request_size_mb * 1024 * 1024)
+
+    def batch_rows(self, device: str) -> int:
+        """Most sample paths per model batch on ``device``: MAX_BATCH_SIZE, or the auto default."""
+        if self.max_batch_size:
+            return self.max_batch_size
+        return AUTO_BATCH_ROWS_CPU if device == "cpu" else AUTO_BATCH_ROWS_GPU
 
 
 def env_name(field: str) -> str:

@@ -47,9 +47,16 @@ class PortTaken(Exception):
 
 
 class ServerProcess:
-    """One real service process on 127.0.0.1."""
+    """One real service process on 127.0.0.1: ``python -m services.kronos_fastapi``, or the script
+    ``main`` (a wrapper that changes something first, e.g. a model that fails on cue)."""
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None, dotenv: str | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        dotenv: str | None = None,
+        main: str | None = None,
+    ):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         if dotenv is not None:
@@ -63,8 +70,9 @@ class ServerProcess:
         base.update({"KRONOS_PORT": str(self.port), "KRONOS_HOST": "127.0.0.1", "OMP_NUM_THREADS": "1"})
         base.update(env or {})
         self._logs = [open(self.stdout_path, "w"), open(self.stderr_path, "w")]  # noqa: SIM115 — closed in stop()
+        self.main = main
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.kronos_fastapi"],
+            [sys.executable, main] if main else [sys.executable, "-m", "services.kronos_fastapi"],
             cwd=workdir,
             env=base,
             stdout=self._logs[0],
@@ -112,7 +120,8 @@ class ServerProcess:
 @pytest.fixture(scope="session")
 def start_servers(tmp_path_factory) -> Iterator:
     """``start_servers(name=env, ...)`` starts several servers at once (they boot in parallel) and
-    returns them started; every one is stopped at the end of the session."""
+    returns them started; every one is stopped at the end of the session. Besides ``KRONOS_*``
+    variables, ``env`` may hold ``.env`` (the file's text) and ``.main`` (a script to run instead)."""
     started: list[ServerProcess] = []
 
     def start(ready: bool = True, **configs: dict) -> dict[str, ServerProcess]:
@@ -120,7 +129,8 @@ def start_servers(tmp_path_factory) -> Iterator:
         for name, config in configs.items():
             config = dict(config)
             dotenv = config.pop(".env", None)
-            server = ServerProcess(tmp_path_factory.mktemp(name), config, dotenv)
+            main = config.pop(".main", None)
+            server = ServerProcess(tmp_path_factory.mktemp(name), config, dotenv, main)
             started.append(server)
             servers[name] = server
         for name, server in servers.items():
@@ -130,8 +140,8 @@ def start_servers(tmp_path_factory) -> Iterator:
                     break
                 except PortTaken:
                     server.stop()
-                    env = {k: v for k, v in configs[name].items() if k != ".env"}
-                    server = ServerProcess(server.workdir, env)
+                    env = {k: v for k, v in configs[name].items() if k not in (".env", ".main")}
+                    server = ServerProcess(server.workdir, env, main=server.main)
                     started.append(server)
                     servers[name] = server
             else:

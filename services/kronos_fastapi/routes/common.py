@@ -38,7 +38,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         422: "Valid JSON that is not a valid request; names the field and row (validation_error)",
         429: "Rate limit exceeded; see Retry-After (rate_limited)",
         500: "Unexpected server error (internal_error)",
-        503: "Model not loaded yet or failed to load (model_not_ready)",
-        504: "Forecast took longer than KRONOS_REQUEST_TIMEOUT_S (timeout)",
+        503: "Model not loaded yet or failed to load (model_not_ready); forecast queue full, see Retry-After "
+        "(queue_full); a series too big for the device even alone (out_of_memory)",
+        504: "Forecast (queue wait included) took longer than KRONOS_REQUEST_TIMEOUT_S (timeout)",
     }
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}

@@ -42,6 +42,12 @@ async def readyz(service: ServiceDep) -> JSONResponse:
         "instance": service.settings.instance_name,
         "uptime_s": service.uptime_s,
         "model": model.model_dump() if model else None,
+        "batching": {
+            "max_batch_size": service.scheduler.max_rows,
+            "batch_wait_ms": service.settings.batch_wait_ms,
+            "max_queue": service.settings.max_queue,
+            "queue_depth": service.scheduler.depth,
+        },
     }
     return JSONResponse(body, status_code=200 if service.ready else 503)
 

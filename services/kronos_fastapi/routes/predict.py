@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from model import Forecast, SeriesInput
+
+from ..errors import ClientDisconnected
 from ..forecasting import ParsedRequest, forecast_result, legacy_result, parse_batch, parse_single
 from ..schemas import BatchResponse, LegacySingleResponse, SingleResponse
 from ..service import ForecastService
@@ -40,6 +43,31 @@ async def _parse(
     return parsed
 
 
+async def _until_disconnected(request: Request) -> None:
+    """Return when the client hangs up. The body has been read, so the next message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _forecast(
+    request: Request, service: ForecastService, series: Sequence[SeriesInput], endpoint: str
+) -> list[Forecast]:
+    """The service's forecast, given up as soon as the client disconnects: its series leave the queue,
+    or their batch at the next decode step, so nobody decodes for a client that is gone."""
+    forecast = asyncio.ensure_future(service.forecast(series, endpoint))
+    hangup = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait((forecast, hangup), return_when=asyncio.FIRST_COMPLETED)
+        if not forecast.done() and hangup.exception() is None:
+            forecast.cancel()
+            await asyncio.wait((forecast,))
+            raise ClientDisconnected("the client disconnected before its forecast was ready")
+        return await forecast  # done, or the disconnect watch failed: just wait
+    finally:
+        hangup.cancel()
+        forecast.cancel()  # a no-op once done; reached early only when this request is cancelled
+
+
 def _served(service: ForecastService, started: float) -> dict[str, Any]:
     return {
         "device": service.device_label,
@@ -67,7 +95,7 @@ async def predict_single(
     started = time.perf_counter()
     parsed = await _parse(request, parse_single, settings)
     item = parsed.items[0]
-    (forecast,) = await service.forecast([item.series], endpoint="single")
+    (forecast,) = await _forecast(request, service, [item.series], "single")
     if parsed.legacy:
         model = service.model
         return JSONResponse(legacy_result(item, forecast, model.version, model.tokenizer_version))
@@ -91,7 +119,7 @@ async def predict_batch(
 ) -> JSONResponse:
     started = time.perf_counter()
     parsed = await _parse(request, parse_batch, settings)
-    forecasts = await service.forecast([item.series for item in parsed.items], endpoint="batch")
+    forecasts = await _forecast(request, service, [item.series for item in parsed.items], "batch")
     service.metrics.batch_items.observe(len(parsed.items))
     if parsed.legacy:
         model = service.model

@@ -1,0 +1,291 @@
+"""The dynamic batcher between the routes and the model: the series of concurrent requests wait in
+one bounded queue and are decoded together, within a budget of sample paths per model batch.
+
+- A series is one job; a ``/v1/predict/batch`` request queues one job per item and waits for all.
+- The first job of a batch waits at most ``wait_s`` for company, unless the queue already holds a
+  full batch. While the model is busy, jobs pile up and leave together as soon as it is free.
+- A batch takes jobs in arrival order while the sum of their ``sample_count`` fits in ``max_rows``
+  (a job bigger than that goes alone). No reordering, so no job starves. Series of any length,
+  ``pred_len`` and sampling settings share a batch: the model decodes each as it would alone and
+  drops a series' rows once it is done.
+- Admission is all or nothing against ``max_queue``, before anything is queued: 503 + Retry-After.
+- A request that times out or whose client goes away leaves the queue at once; once decoding, its
+  rows leave the batch at the next step (the model's cancel event).
+- ``forecast_splitting`` runs one batch: one that runs out of memory is split in halves, which are
+  retried (recursively); an ``InputError`` is isolated the same way, so one bad series fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+
+import torch
+
+from model import Forecast, InputError, SeriesInput
+
+from .errors import ForecastTimeout, ModelNotReady, QueueFull, ServiceError
+from .metrics import ServiceMetrics
+
+logger = logging.getLogger("kronos.batching")
+
+QUEUED, RUNNING, DONE = "queued", "running", "done"
+# Retry-After for a full queue: the estimated time to drain it, within these bounds.
+RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 60
+
+Outcome = Forecast | None | BaseException
+Predict = Callable[[list[SeriesInput]], Sequence[Forecast | None]]
+# A model batch in the model thread: one outcome per series (a Forecast, None when cancelled, or the
+# ServiceError that series' request gets).
+RunBatch = Callable[[list[SeriesInput]], Sequence[Forecast | None | ServiceError]]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device (or host) allocation failure: worth retrying with fewer series."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _cancelled(series: SeriesInput) -> bool:
+    return series.cancel is not None and series.cancel.is_set()
+
+
+def forecast_splitting(
+    predict: Predict, series: Sequence[SeriesInput], on_split: Callable[[BaseException, int], None] | None = None
+) -> list[Outcome]:
+    """``predict(series)`` with one outcome per series: its Forecast, None when it was cancelled, or
+    the exception that series alone raises.
+
+    Out of memory or an ``InputError``: the batch is split in halves and each is retried, down to
+    one series, which then gets the error. Every series gets the numbers it would get alone, so a
+    retry changes nothing but the time. Any other exception fails the whole batch: retrying it
+    would cost up to 2n - 1 more model calls on an error that probably is not the input's.
+    Cancelled series are left out of every attempt.
+    """
+    outcomes: list[Outcome] = [None] * len(series)
+    live = [i for i, s in enumerate(series) if not _cancelled(s)]
+    if not live:
+        return outcomes
+    try:
+        results: list[Outcome] = list(predict([series[i] for i in live]))
+    except Exception as exc:  # noqa: BLE001 — every failure becomes an outcome; the caller maps it
+        if len(live) > 1 and (is_out_of_memory(exc) or isinstance(exc, InputError)):
+            if on_split is not None:
+                on_split(exc, len(live))
+            half = len(live) // 2
+            results = forecast_splitting(predict, [series[i] for i in live[:half]], on_split)
+            results += forecast_splitting(predict, [series[i] for i in live[half:]], on_split)
+        else:
+            results = [exc] * len(live)
+    for i, result in zip(live, results):
+        outcomes[i] = result
+    return outcomes
+
+
+@dataclass(eq=False)
+class Job:
+    """One queued series and the future its request awaits."""
+
+    series: SeriesInput  # carries its own cancel event
+    future: asyncio.Future
+    enqueued: float  # time.monotonic()
+    state: str = QUEUED
+
+    @property
+    def rows(self) -> int:
+        return self.series.sample_count
+
+
+class BatchScheduler:
+    """The queue and the task that turns it into model batches, run one at a time on ``executor``."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        executor: Executor,
+        metrics: ServiceMetrics,
+        *,
+        max_rows: int,
+        wait_s: float,
+        max_queue: int,
+        timeout_s: float,
+    ) -> None:
+        self.run_batch = run_batch
+        self.executor = executor
+        self.metrics = metrics
+        self.max_rows = max_rows  # the service sets it per device once the model has loaded
+        self.wait_s = wait_s
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self._queue: deque[Job] = deque()
+        self._running: list[Job] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self._seconds_per_series: float | None = None  # moving average of model time per series
+
+    # --- the requests' side -----------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Series waiting for the model."""
+        return len(self._queue)
+
+    def retry_after_s(self) -> int:
+        """How long the queue now takes to drain, by the recent model time per series."""
+        per_series = self._seconds_per_series or 0.0
+        return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, math.ceil(self.depth * per_series)))
+
+    async def submit(self, series: Sequence[SeriesInput]) -> list[Forecast]:
+        """Queue every series (or none), and return their forecasts within ``timeout_s``.
+
+        Raises QueueFull, ForecastTimeout, or the ServiceError of the first series that failed;
+        in every case the request's other series leave the queue or their batch.
+        """
+        if self._closed:
+            raise ModelNotReady("the service is shutting down", {"state": "stopping"})
+        if self.depth + len(series) > self.max_queue:
+            retry = self.retry_after_s()
+            raise QueueFull(
+                f"the forecast queue is full ({self.depth} series waiting, the limit is {self.max_queue}: "
+                f"KRONOS_MAX_QUEUE); retry in {retry} s",
+                {"queue_depth": self.depth, "max_queue": self.max_queue, "series": len(series), "retry_after_s": retry},
+                {"Retry-After": str(retry)},
+            )
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = loop.create_task(self._serve(), name="kronos-batcher")
+        now = time.monotonic()
+        jobs = [Job(replace(s, cancel=threading.Event()), loop.create_future(), now) for s in series]
+        self._queue.extend(jobs)
+        self._changed()
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), self.timeout_s))
+        except asyncio.TimeoutError:
+            self._abandon(jobs, "timeout")
+            raise ForecastTimeout(
+                f"the forecast took longer than {self.timeout_s:g} s (KRONOS_REQUEST_TIMEOUT_S), waiting included",
+                {"timeout_s": self.timeout_s},
+            ) from None
+        except asyncio.CancelledError:  # the route cancels us when the client disconnects
+            self._abandon(jobs, "disconnect")
+            raise
+        except ServiceError as error:
+            if len(jobs) > 1:  # say which item failed
+                failed = [i for i, job in enumerate(jobs) if job.future.done() and not job.future.cancelled()]
+                index = next(i for i in failed if jobs[i].future.exception() is error)
+                error.message = f"batch item {index}: {error.message}"
+            self._abandon(jobs, "failed")
+            raise
+
+    def _abandon(self, jobs: list[Job], reason: str) -> None:
+        """Take the request's unfinished series out: from the queue, or from their running batch."""
+        left = 0
+        for job in jobs:
+            if job.state == QUEUED:
+                self._queue.remove(job)
+                left += 1
+            elif job.state == RUNNING:
+                job.series.cancel.set()
+                left += 1
+            job.state = DONE
+            if not job.future.done():
+                job.future.cancel()
+        if left:
+            self.metrics.cancelled_series.labels(reason).inc(left)
+            self._changed()
+
+    def _changed(self) -> None:
+        self.metrics.queue_depth.set(self.depth)
+        self._wakeup.set()
+
+    # --- the model's side -------------------------------------------------------------------
+    def _queued_rows(self) -> int:
+        return sum(job.rows for job in self._queue)
+
+    async def _company(self) -> None:
+        """Return once there is a batch to run: a full one, or the oldest job has waited ``wait_s``."""
+        while True:
+            if self._queue:
+                if self._queued_rows() >= self.max_rows:
+                    return
+                remaining = self._queue[0].enqueued + self.wait_s - time.monotonic()
+                if remaining <= 0:
+                    return
+            self._wakeup.clear()
+            if not self._queue:
+                await self._wakeup.wait()
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    def _take(self) -> list[Job]:
+        """The next batch: jobs in arrival order while their rows fit (the first always goes)."""
+        jobs: list[Job] = []
+        rows = 0
+        now = time.monotonic()
+        while self._queue and (not jobs or rows + self._queue[0].rows <= self.max_rows):
+            job = self._queue.popleft()
+            job.state = RUNNING
+            rows += job.rows
+            jobs.append(job)
+            self.metrics.queue_wait.observe(now - job.enqueued)
+        self.metrics.batch_size.observe(len(jobs))
+        self.metrics.batch_rows.observe(rows)
+        self._changed()
+        return jobs
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._company()
+            reason = "full" if self._queued_rows() >= self.max_rows else "waited"
+            jobs = self._take()
+            self.metrics.batches.labels(reason).inc()
+            self._running = jobs
+            started = time.perf_counter()
+            try:
+                outcomes = await loop.run_in_executor(self.executor, self.run_batch, [job.series for job in jobs])
+            except Exception:  # noqa: BLE001 — run_batch maps errors itself; this keeps the queue alive regardless
+                logger.exception("a model batch failed outside the model call")
+                outcomes = [ServiceError("the forecast failed") for _ in jobs]
+            elapsed = time.perf_counter() - started
+            self._running = []
+            self.metrics.batch_duration.observe(elapsed)
+            per_series = elapsed / len(jobs)
+            average = self._seconds_per_series
+            self._seconds_per_series = per_series if average is None else 0.7 * average + 0.3 * per_series
+            for job, outcome in zip(jobs, outcomes):
+                job.state = DONE
+                if job.future.done():  # its request already ended (timeout, disconnect)
+                    continue
+                if isinstance(outcome, Forecast):
+                    job.future.set_result(outcome)
+                elif isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.cancel()
+
+    async def close(self) -> None:
+        """Stop batching: queued and running requests get 503 (the running batch stops at its next step)."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for job in [*self._queue, *self._running]:
+            job.series.cancel.set()
+            job.state = DONE
+            if not job.future.done():
+                job.future.set_exception(ModelNotReady("the service is shutting down", {"state": "stopping"}))
+        self._queue.clear()
+        self._changed()
