@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from deploy_support import Nginx, ServiceInstance, check_nginx_can_run, free_port, require_tool
+from deploy_support import Nginx, ServiceInstance, check_nginx_can_run, require_tool
 
 
 @dataclass
@@ -25,15 +25,13 @@ class Instances:
 @pytest.fixture(scope="session")
 def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instances]:
     workdir: Path = tmp_path_factory.mktemp("instances")
-    pair = Instances(
-        cpu=ServiceInstance("kronos-api-cpu", free_port(), workdir),
-        gpu=ServiceInstance("kronos-api-gpu", free_port(), workdir),
-    )
+    pair = Instances(cpu=ServiceInstance("kronos-api-cpu", workdir), gpu=ServiceInstance("kronos-api-gpu", workdir))
     try:
-        pair.cpu.start(KRONOS_DEVICE="cpu")
-        pair.gpu.start(KRONOS_DEVICE="cpu")
-        # Both load at once: start-up is mostly importing torch, which overlaps well.
+        # Both at once: start-up is mostly importing torch, which overlaps well.
         with ThreadPoolExecutor(2) as pool:
+            starting = [pool.submit(i.start_on_a_free_port, KRONOS_DEVICE="cpu") for i in (pair.cpu, pair.gpu)]
+            for future in starting:
+                future.result()
             for future in [pool.submit(instance.wait_ready) for instance in (pair.cpu, pair.gpu)]:
                 future.result()
         yield pair

@@ -69,19 +69,6 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: floa
     return condition()
 
 
-def port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def http_status(url: str) -> int | None:
-    try:
-        return httpx.get(url, timeout=2.0).status_code
-    except httpx.HTTPError:
-        return None
-
-
 class ManagedProcess:
     """A child process with its output in a file; ``stop`` always ends it (TERM, then KILL)."""
 
@@ -122,9 +109,9 @@ class ServiceInstance:
     instances apart even though both run on CPU here.
     """
 
-    def __init__(self, name: str, port: int, workdir: Path):
+    def __init__(self, name: str, workdir: Path):
         self.name = name
-        self.port = port
+        self.port = 0  # chosen by start_on_a_free_port
         # The service reads .env from its working directory: an empty one keeps a developer's out.
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -146,18 +133,38 @@ class ServiceInstance:
         argv = [sys.executable, "-m", "services.kronos_fastapi", "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = ManagedProcess(self.name, argv, env, self.workdir, self.workdir / "service.log")
 
+    def start_on_a_free_port(self, **settings: str) -> None:
+        """``start`` on a fresh port, again on another if someone else took it meanwhile."""
+        for _ in range(3):
+            self.port = free_port()
+            self.start(**settings)
+            if wait_until(lambda: self._dead() or self._answers("healthz"), 60.0, 0.2) and not self._dead():
+                return
+            if "address already in use" not in self._log().lower():
+                break
+            self.stop()
+        pytest.fail(f"{self.name} did not start:\n{self._log()}")
+
     def wait_serving(self, timeout_s: float = 60.0) -> None:
         """Until /v1/healthz answers (the model may still be loading)."""
-        if not wait_until(lambda: self._dead() or http_status(f"{self.url}/v1/healthz") == 200, timeout_s, 0.2):
+        if not wait_until(lambda: self._dead() or self._answers("healthz"), timeout_s, 0.2):
             pytest.fail(f"{self.name} did not serve /v1/healthz in {timeout_s}s:\n{self._log()}")
         if self._dead():
             pytest.fail(f"{self.name} exited:\n{self._log()}")
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
-        if not wait_until(lambda: self._dead() or http_status(f"{self.url}/v1/readyz") == 200, timeout_s, 0.2):
+        if not wait_until(lambda: self._dead() or self._answers("readyz"), timeout_s, 0.2):
             pytest.fail(f"{self.name} not ready in {timeout_s}s:\n{self._log()}")
         if self._dead():
             pytest.fail(f"{self.name} exited:\n{self._log()}")
+
+    def _answers(self, route: str) -> bool:
+        """200 from /v1/<route>, and from this instance, not whatever else holds the port."""
+        try:
+            response = httpx.get(f"{self.url}/v1/{route}", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200 and response.headers.get("X-Kronos-Instance") == self.name
 
     def kill(self) -> None:
         if self.process is not None:
@@ -217,17 +224,28 @@ class Nginx:
 
     def __init__(self, nginx: str, prefix: Path, cpu_port: int, gpu_port: int):
         self.prefix = prefix
-        self.port = free_port()
         prefix.mkdir(parents=True, exist_ok=True)
-        (prefix / "nginx.conf").write_text(render_nginx_conf(cpu_port, gpu_port, self.port))
-        tested = subprocess.run(nginx_argv(nginx, prefix, "-t"), capture_output=True, text=True, timeout=30)
-        assert tested.returncode == 0, f"nginx -t failed:\n{tested.stderr}"
-        self.process = ManagedProcess("nginx", nginx_argv(nginx, prefix), clean_env(), prefix, prefix / "access.log")
-        if not wait_until(lambda: not self.process.alive or port_open(self.port), 10.0):
-            pytest.fail(f"nginx did not listen in 10s:\n{self.error_log()}")
-        if not self.process.alive:
+        for _ in range(3):  # again on another port if someone else took this one meanwhile
+            self.port = free_port()
+            (prefix / "nginx.conf").write_text(render_nginx_conf(cpu_port, gpu_port, self.port))
+            tested = subprocess.run(nginx_argv(nginx, prefix, "-t"), capture_output=True, text=True, timeout=30)
+            assert tested.returncode == 0, f"nginx -t failed:\n{tested.stderr}"
+            self.process = ManagedProcess(
+                "nginx", nginx_argv(nginx, prefix), clean_env(), prefix, prefix / "access.log"
+            )
+            if wait_until(lambda: not self.process.alive or self._answers(), 10.0) and self.process.alive:
+                return
             self.process.stop()
-            pytest.fail(f"nginx exited:\n{self.error_log()}")
+            if "Address already in use" not in self.error_log():
+                break
+        pytest.fail(f"nginx did not start:\n{self.error_log()}")
+
+    def _answers(self) -> bool:
+        """Any answer that carries X-Backend-Used: this nginx, not whatever else holds the port."""
+        try:
+            return "X-Backend-Used" in httpx.get(f"{self.url}/v1/healthz", timeout=5.0).headers
+        except httpx.HTTPError:
+            return False
 
     @property
     def url(self) -> str:

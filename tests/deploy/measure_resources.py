@@ -1,6 +1,6 @@
 """Measure one CPU instance's memory, CPU and latency: the figures in DEPLOYMENT_DEVICE_OPTIONS.md.
 
-    python tests/deploy/measure_resources.py [--shape bundled|small|base] [--repeats 5]
+    python tests/deploy/measure_resources.py [--shape bundled|small|base] [--repeats 5] [--threads 1]
 
 Starts a real instance on a loopback port (as the container runs it), with the bundled model or a
 random-weight checkpoint of the published Kronos-small / Kronos-base shape (same size and speed
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from deploy_support import ServiceInstance, free_port
+from deploy_support import ServiceInstance
 
 from model.config import PredictorConfig
 from model.synthetic import KRONOS_SMALL, TOKENIZER_BASE, write_random_pair
@@ -77,24 +77,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["bundled", "small", "base"], default="bundled")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", default="1", help="OMP_NUM_THREADS (the CPU compose default, KRONOS_CPU_THREADS)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = {"KRONOS_DEVICE": "cpu", "KRONOS_REQUEST_TIMEOUT_S": "600"}
+        settings = {"KRONOS_DEVICE": "cpu", "KRONOS_REQUEST_TIMEOUT_S": "600", "OMP_NUM_THREADS": args.threads}
         if args.shape != "bundled":
             folder = Path(tmp) / f"kronos-{args.shape}-random"
             write_random_pair(folder, SHAPES[args.shape], TOKENIZER_BASE, seed=0)
             settings["KRONOS_MODEL_PATH"] = str(folder)
-        instance = ServiceInstance(f"measure-{args.shape}", free_port(), Path(tmp))
+        instance = ServiceInstance(f"measure-{args.shape}", Path(tmp))
         started = time.monotonic()
-        instance.start(**settings)
+        instance.start_on_a_free_port(**settings)
         try:
             instance.wait_ready(timeout_s=300)
             ready_s = time.monotonic() - started
             process = psutil.Process(instance.process.process.pid)
             rss_ready = process.memory_info().rss
             peak = PeakRss(process.pid)
-            print(f"shape {args.shape}: ready in {ready_s:.1f} s, RSS after start-up {rss_ready / 2**20:.0f} MiB")
+            print(
+                f"shape {args.shape}, OMP_NUM_THREADS={args.threads}: ready in {ready_s:.1f} s, "
+                f"RSS after start-up {rss_ready / 2**20:.0f} MiB"
+            )
             with httpx.Client(base_url=instance.url, timeout=900) as client:
                 for label, (path, body) in REQUESTS.items():
                     times, cpu_times = [], []

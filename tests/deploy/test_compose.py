@@ -75,6 +75,8 @@ def check_instance(service: dict, project: Path, name: str, limits: tuple[float,
     assert env["KRONOS_MODEL_PATH"] == "/models"
     resources = service["deploy"]["resources"]
     assert (float(resources["limits"]["cpus"]), resources["limits"]["memory"]) == limits
+    # torch's thread count is bounded by the CPU limit (not the host's core count).
+    assert 1 <= int(env["OMP_NUM_THREADS"]) <= limits[0]
     assert (str(resources["reservations"]["cpus"]), resources["reservations"]["memory"]) == reservations
     # Read-only model mount; without KRONOS_MODEL_HOST_PATH, the bundled model of this checkout.
     source, mode = volume(service, "/models")
@@ -145,8 +147,10 @@ def test_hybrid_file(docker_compose, project):
 
 
 def test_hybrid_device_variable_moves_only_the_gpu_instance(docker_compose, project):
-    env = {"KRONOS_DEVICE": "cuda:1", "KRONOS_LB_PORT": "9090"}
+    env = {"KRONOS_DEVICE": "cuda:1", "KRONOS_LB_PORT": "9090", "KRONOS_CPU_THREADS": "2"}
     services = config(docker_compose, project, "docker-compose.hybrid.yml", env, "loadbalancer")["services"]
+    assert services["kronos-api-cpu"]["environment"]["OMP_NUM_THREADS"] == "2"
+    assert services["kronos-api-gpu"]["environment"]["OMP_NUM_THREADS"] == "4"
     assert services["kronos-api-cpu"]["environment"]["KRONOS_DEVICE"] == "cpu"
     assert services["kronos-api-gpu"]["environment"]["KRONOS_DEVICE"] == "cuda:1"
     assert published(services["nginx-lb"]) == {8080: "0.0.0.0:9090"}
