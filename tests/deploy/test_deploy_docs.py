@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from deploy_support import REPO, clean_env, require_tool
+from deploy_support import REPO, clean_env, free_port, nginx_argv, render_nginx_conf, require_tool
 
 GUIDE = (REPO / "DEPLOYMENT_DEVICE_OPTIONS.md").read_text()
 README = (REPO / "README.md").read_text()
@@ -178,6 +178,18 @@ def test_every_documented_curl_answers_as_the_docs_say(doc, balancer, instances,
             assert '"device":"cpu"' in body.read_text().replace(" ", "")
         ran += 1
     assert ran >= (10 if doc == "DEPLOYMENT_DEVICE_OPTIONS.md" else 1)
+
+
+def test_documented_routing_maps_load_in_nginx(nginx_bin, tmp_path):
+    """Each documented replacement for the default-route map, swapped into nginx.conf, passes nginx -t."""
+    maps = [b for b in re.findall(r"```nginx\n(.*?)```", GUIDE, flags=re.DOTALL) if "$kronos_default_route" in b]
+    assert maps
+    rendered = render_nginx_conf(free_port(), free_port(), free_port())
+    current = re.search(r"    map \$uri \$kronos_default_route \{.*?\n    \}\n", rendered, flags=re.DOTALL).group(0)
+    for block in maps:
+        (tmp_path / "nginx.conf").write_text(rendered.replace(current, block))
+        result = subprocess.run(nginx_argv(nginx_bin, tmp_path, "-t"), capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, (block, result.stderr)
 
 
 def yaml_blocks(text: str) -> list[dict]:
