@@ -28,6 +28,7 @@ from services.kronos_fastapi.errors import (
 )
 from services.kronos_fastapi.metrics import ServiceMetrics
 from services.kronos_fastapi.service import ForecastService
+from services.kronos_fastapi.settings import SettingsError
 
 CALENDAR = pd.date_range("2024-01-01", periods=400, freq="h")
 
@@ -369,3 +370,11 @@ def test_closing_answers_everyone_waiting():
 
     results = asyncio.run(scenario())
     assert all(isinstance(r, ModelNotReady) for r in results)
+
+
+def test_batching_settings():
+    settings = load_settings(env_file=None)
+    assert (settings.batch_rows("cpu"), settings.batch_rows("cuda:0")) == (32, 256)  # auto by device
+    assert load_settings(env_file=None, max_batch_size=1).batch_rows("cuda:0") == 1
+    with pytest.raises(SettingsError, match="KRONOS_MAX_QUEUE"):
+        load_settings(env_file=None, max_queue=10)  # a 64-item batch request could never be queued
