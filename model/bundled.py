@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BUNDLED_NAME = "kronos-placeholder-random"
+BUNDLED_NAME = "kronos-demo"
 BUNDLED_DIR = Path(__file__).parent / "bundled" / BUNDLED_NAME
 
 
