@@ -4,10 +4,12 @@ one bounded queue and are decoded together, within a budget of sample paths per 
 - A series is one job; a ``/v1/predict/batch`` request queues one job per item and waits for all.
 - The first job of a batch waits at most ``wait_s`` for company, unless the queue already holds a
   full batch. While the model is busy, jobs pile up and leave together as soon as it is free.
-- A batch takes jobs in arrival order while the sum of their ``sample_count`` fits in ``max_rows``
-  (a job bigger than that goes alone). No reordering, so no job starves. Series of any length,
-  ``pred_len`` and sampling settings share a batch: the model decodes each as it would alone and
-  drops a series' rows once it is done.
+- A batch takes jobs in arrival order while two budgets hold: ``max_rows`` sample paths (the rows the
+  decoder carries) and ``max_tokens`` tokens (each row's context plus forecast: what its KV cache holds
+  and, on a CPU, what its decoding costs), so long forecasts form smaller batches that still finish
+  well within the timeout. A job over a budget goes alone. No reordering, so no job starves. Series
+  of any length, ``pred_len`` and sampling settings share a batch: the model decodes each as it
+  would alone and drops a series' rows once it is done.
 - Admission is all or nothing against ``max_queue``, before anything is queued: 503 + Retry-After.
 - A request that times out or whose client goes away leaves the queue at once; once decoding, its
   rows leave the batch at the next step (the model's cancel event).
@@ -99,6 +101,7 @@ class Job:
     series: SeriesInput  # carries its own cancel event
     future: asyncio.Future
     enqueued: float  # time.monotonic()
+    tokens: int  # sample_count × (context seen + pred_len)
     state: str = QUEUED
 
     @property
@@ -116,6 +119,8 @@ class BatchScheduler:
         metrics: ServiceMetrics,
         *,
         max_rows: int,
+        max_tokens: int,
+        context: int,
         wait_s: float,
         max_queue: int,
         timeout_s: float,
@@ -123,7 +128,10 @@ class BatchScheduler:
         self.run_batch = run_batch
         self.executor = executor
         self.metrics = metrics
-        self.max_rows = max_rows  # the service sets it per device once the model has loaded
+        # The service sets both budgets again for the device the model loaded on.
+        self.max_rows = max_rows
+        self.max_tokens = max_tokens
+        self.context = context  # the model's max_context: older rows are not seen
         self.wait_s = wait_s
         self.max_queue = max_queue
         self.timeout_s = timeout_s
@@ -165,7 +173,7 @@ class BatchScheduler:
         if self._task is None:
             self._task = loop.create_task(self._serve(), name="kronos-batcher")
         now = time.monotonic()
-        jobs = [Job(replace(s, cancel=threading.Event()), loop.create_future(), now) for s in series]
+        jobs = [Job(replace(s, cancel=threading.Event()), loop.create_future(), now, self._tokens(s)) for s in series]
         self._queue.extend(jobs)
         self._changed()
         try:
@@ -209,14 +217,22 @@ class BatchScheduler:
         self._wakeup.set()
 
     # --- the model's side -------------------------------------------------------------------
-    def _queued_rows(self) -> int:
-        return sum(job.rows for job in self._queue)
+    def _tokens(self, series: SeriesInput) -> int:
+        return series.sample_count * (min(len(series.candles), self.context) + series.pred_len)
+
+    def _fits(self, rows: int, tokens: int) -> bool:
+        return rows <= self.max_rows and tokens <= self.max_tokens
+
+    def _full(self) -> bool:
+        """The queue holds at least a full batch: waiting longer cannot make the next one bigger."""
+        rows, tokens = sum(job.rows for job in self._queue), sum(job.tokens for job in self._queue)
+        return rows >= self.max_rows or tokens >= self.max_tokens
 
     async def _company(self) -> None:
         """Return once there is a batch to run: a full one, or the oldest job has waited ``wait_s``."""
         while True:
             if self._queue:
-                if self._queued_rows() >= self.max_rows:
+                if self._full():
                     return
                 remaining = self._queue[0].enqueued + self.wait_s - time.monotonic()
                 if remaining <= 0:
@@ -229,18 +245,20 @@ class BatchScheduler:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
 
     def _take(self) -> list[Job]:
-        """The next batch: jobs in arrival order while their rows fit (the first always goes)."""
+        """The next batch: jobs in arrival order while both budgets hold (the first always goes)."""
         jobs: list[Job] = []
-        rows = 0
+        rows = tokens = 0
         now = time.monotonic()
-        while self._queue and (not jobs or rows + self._queue[0].rows <= self.max_rows):
+        while self._queue and (not jobs or self._fits(rows + self._queue[0].rows, tokens + self._queue[0].tokens)):
             job = self._queue.popleft()
             job.state = RUNNING
             rows += job.rows
+            tokens += job.tokens
             jobs.append(job)
             self.metrics.queue_wait.observe(now - job.enqueued)
         self.metrics.batch_size.observe(len(jobs))
         self.metrics.batch_rows.observe(rows)
+        self.metrics.batch_tokens.observe(tokens)
         self._changed()
         return jobs
 
@@ -248,7 +266,7 @@ class BatchScheduler:
         loop = asyncio.get_running_loop()
         while True:
             await self._company()
-            reason = "full" if self._queued_rows() >= self.max_rows else "waited"
+            reason = "full" if self._full() else "waited"
             jobs = self._take()
             self.metrics.batches.labels(reason).inc()
             self._running = jobs

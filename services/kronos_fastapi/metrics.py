@@ -26,6 +26,7 @@ _ROWS_BUCKETS = (1, 2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 _PRED_LEN_BUCKETS = (1, 5, 10, 20, 30, 60, 120, 240, 512, 1024)
 _ITEMS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_TOKEN_BUCKETS = tuple(2**k for k in range(6, 19))  # 64 … 262144
 _WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -84,6 +85,12 @@ class ServiceMetrics:
         self.batch_rows = Histogram(
             "kronos_batch_rows", "Sample paths (rows) per model batch", buckets=_BATCH_BUCKETS, registry=r
         )
+        self.batch_tokens = Histogram(
+            "kronos_batch_tokens",
+            "Tokens per model batch (each sample path: its context plus pred_len)",
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
         self.batch_duration = Histogram(
             "kronos_batch_duration_seconds",
             "Model time of one batch (including its retries after an out-of-memory split)",
@@ -92,8 +99,8 @@ class ServiceMetrics:
         )
         self.batches = Counter(
             "kronos_batches",
-            "Model batches started, by why they left the queue: full (KRONOS_MAX_BATCH_SIZE reached) or "
-            "waited (KRONOS_BATCH_WAIT_MS passed)",
+            "Model batches started, by why they left the queue: full (KRONOS_MAX_BATCH_SIZE or "
+            "KRONOS_MAX_BATCH_TOKENS reached) or waited (KRONOS_BATCH_WAIT_MS passed)",
             ["reason"],
             registry=r,
         )

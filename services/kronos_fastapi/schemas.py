@@ -246,6 +246,7 @@ class ModelInfo(BaseModel):
 
 class BatchingInfo(BaseModel):
     max_batch_size: int = Field(description="most sample paths per model batch on this device (1 = no batching)")
+    max_batch_tokens: int = Field(description="most tokens per model batch on this device")
     batch_wait_ms: float
     max_queue: int
     queue_depth: int = Field(description="series waiting for the model now")

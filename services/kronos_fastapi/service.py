@@ -61,7 +61,10 @@ class ForecastService:
             self._run_batch,
             self._executor,
             metrics,
-            max_rows=settings.batch_rows(settings.device),  # set again for the device actually used
+            # Both budgets are set again for the device actually used.
+            max_rows=settings.batch_rows(settings.device),
+            max_tokens=settings.batch_tokens(settings.device),
+            context=settings.max_context,
             wait_s=settings.batch_wait_ms / 1000,
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
@@ -132,6 +135,7 @@ class ForecastService:
         warmed = time.perf_counter()
         self.predictor = predictor
         self.scheduler.max_rows = self.settings.batch_rows(self.device)
+        self.scheduler.max_tokens = self.settings.batch_tokens(self.device)
         self.model = ModelInfo(
             name=Path(model_path).resolve().name,
             version=checkpoint_version(Path(model_path)),

@@ -25,6 +25,12 @@ ENV_PREFIX = "KRONOS_"
 # keeps gaining far beyond, and an out-of-memory batch is split and retried anyway.
 AUTO_BATCH_ROWS_CPU = 32
 AUTO_BATCH_ROWS_GPU = 256
+# KRONOS_MAX_BATCH_TOKENS=0: on a CPU a long forecast's decoding is compute-bound, so a batch of
+# many long forecasts takes as long as running them one by one but answers them all at the end;
+# about 4k tokens keeps 32 short forecasts (100 rows + 20) in one batch and long ones (400 + 120)
+# in batches of 7. On a GPU the budget bounds the KV cache (Kronos-small: about 4 GB at 128k).
+AUTO_BATCH_TOKENS_CPU = 4096
+AUTO_BATCH_TOKENS_GPU = 131072
 
 # A comma-separated list in the environment ("a,b , c"); JSON lists are accepted too.
 CommaList = Annotated[list[str], NoDecode]
@@ -90,6 +96,12 @@ class Settings(BaseSettings):
         ge=0,
         description="most sample paths (sum of sample_count) in one model batch; 0 = auto (32 on cpu, 256 on a GPU); "
         "1 = no batching",
+    )
+    max_batch_tokens: int = Field(
+        0,
+        ge=0,
+        description="most tokens in one model batch, each sample path counting its context (at most MAX_CONTEXT "
+        "rows) plus pred_len; 0 = auto (4096 on cpu, 131072 on a GPU)",
     )
     batch_wait_ms: float = Field(10.0, ge=0, description="longest the first series of a batch waits for company")
     max_queue: int = Field(128, ge=1, description="most series waiting for the model; beyond it 503 + Retry-After")
@@ -216,6 +228,12 @@ class Settings(BaseSettings):
         if self.max_batch_size:
             return self.max_batch_size
         return AUTO_BATCH_ROWS_CPU if device == "cpu" else AUTO_BATCH_ROWS_GPU
+
+    def batch_tokens(self, device: str) -> int:
+        """Most tokens per model batch on ``device``: MAX_BATCH_TOKENS, or the auto default."""
+        if self.max_batch_tokens:
+            return self.max_batch_tokens
+        return AUTO_BATCH_TOKENS_CPU if device == "cpu" else AUTO_BATCH_TOKENS_GPU
 
 
 def env_name(field: str) -> str:

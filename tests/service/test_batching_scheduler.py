@@ -221,7 +221,8 @@ def scheduler_for(model: StandInModel, **limits) -> tuple[BatchScheduler, Servic
     from concurrent.futures import ThreadPoolExecutor
 
     metrics = ServiceMetrics()
-    options = {"max_rows": 4, "wait_s": 0.0, "max_queue": 4, "timeout_s": 10.0, **limits}
+    options = {"max_rows": 4, "max_tokens": 10_000, "context": 512, "wait_s": 0.0, "max_queue": 4, "timeout_s": 10.0}
+    options.update(limits)
     return BatchScheduler(model, ThreadPoolExecutor(1), metrics, **options), metrics
 
 
@@ -254,6 +255,29 @@ def test_batches_take_series_in_order_within_the_row_budget():
     assert model.batches == [[0], [1, 2], [3, 4]]
     assert metrics.batches.labels("full")._value.get() == 2
     assert metrics.queue_depth._value.get() == 0
+
+
+def test_long_forecasts_form_smaller_batches():
+    model = StandInModel()
+    # 20 input rows + 6 forecast = 26 tokens per path; a 600-row series sees only context = 100 rows.
+    scheduler, metrics = scheduler_for(model, max_rows=8, max_tokens=60, context=100, max_queue=8)
+
+    async def scenario():
+        first = asyncio.ensure_future(scheduler.submit([series(seed=0)]))
+        await asyncio.to_thread(model.started.wait, 5)
+        rest = [
+            asyncio.ensure_future(scheduler.submit([s]))
+            for s in (series(seed=1), series(seed=2), series(seed=3, sample_count=2), series(200, 6, seed=4))
+        ]
+        await until(lambda: scheduler.depth == 4)
+        for _ in range(4):
+            model.release.release()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(scenario())
+    # 26 + 26 tokens fit in 60; 52 for two paths; a series over the budget (106) goes alone.
+    assert model.batches == [[0], [1, 2], [3], [4]]
+    assert metrics.batch_tokens._sum.get() == 26 * 3 + 52 + 106
 
 
 def test_the_first_series_waits_for_company():
@@ -375,6 +399,7 @@ def test_closing_answers_everyone_waiting():
 def test_batching_settings():
     settings = load_settings(env_file=None)
     assert (settings.batch_rows("cpu"), settings.batch_rows("cuda:0")) == (32, 256)  # auto by device
+    assert (settings.batch_tokens("cpu"), settings.batch_tokens("cuda:0")) == (4096, 131072)
     assert load_settings(env_file=None, max_batch_size=1).batch_rows("cuda:0") == 1
     with pytest.raises(SettingsError, match="KRONOS_MAX_QUEUE"):
         load_settings(env_file=None, max_queue=10)  # a 64-item batch request could never be queued

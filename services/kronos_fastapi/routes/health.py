@@ -44,6 +44,7 @@ async def readyz(service: ServiceDep) -> JSONResponse:
         "model": model.model_dump() if model else None,
         "batching": {
             "max_batch_size": service.scheduler.max_rows,
+            "max_batch_tokens": service.scheduler.max_tokens,
             "batch_wait_ms": service.settings.batch_wait_ms,
             "max_queue": service.settings.max_queue,
             "queue_depth": service.scheduler.depth,
