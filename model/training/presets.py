@@ -46,7 +46,7 @@ def _tiny() -> Preset:
             predictor=StageSettings(steps=30, batch_size=8, lr=5e-3, warmup_steps=3, grad_clip=3.0),
             min_window=16,
             max_window=32,
-            horizon=4,
+            horizon=8,
         ),
     )
 
