@@ -25,12 +25,17 @@ from torch import Tensor, nn
 from ..checkpoint import load_tensors_into, read_tensors
 from ..config import PredictorConfig, TokenizerConfig
 from ..devices import resolve_device
+from ..errors import ConfigError, KronosError
 from ..predictor import Kronos
 from ..tokenizer import KronosTokenizer
-from .data import CandleDataError, CandleSeries, WindowBatch, WindowSampler, heldout_windows
+from .data import CandleSeries, WindowBatch, WindowSampler, heldout_windows
 from .losses import predictor_losses, tokenizer_losses
 
 STAGES = ("tokenizer", "predictor")
+
+
+class ResumeError(KronosError):
+    """Saved training state that cannot be continued with the settings given."""
 
 
 @dataclass
@@ -111,7 +116,7 @@ def new_pair(
 ) -> tuple[Kronos, KronosTokenizer]:
     """A fresh (untrained) predictor and tokenizer, reproducible from the seed."""
     if predictor_config.s1_bits != tokenizer_config.s1_bits or predictor_config.s2_bits != tokenizer_config.s2_bits:
-        raise CandleDataError("predictor and tokenizer configs must use the same s1_bits/s2_bits")
+        raise ConfigError("predictor and tokenizer configs must use the same s1_bits/s2_bits")
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -145,7 +150,7 @@ class _StageState:
         progress = json.loads(progress_file.read_text())
         if progress["settings"] != self.record:
             changed = sorted(k for k in self.record if progress["settings"].get(k) != self.record[k])
-            raise CandleDataError(
+            raise ResumeError(
                 f"{self.folder}: cannot resume: settings differ from the interrupted run ({', '.join(changed)})"
             )
         load_tensors_into(module, read_tensors(self.folder), str(self.folder))
@@ -322,7 +327,7 @@ def train_predictor(
     """Stage 2: next-token cross-entropy on s1 and s2 over the frozen tokenizer's tokens."""
     device = resolve_device(device)
     if model.config.s1_bits != tokenizer.config.s1_bits:
-        raise CandleDataError(
+        raise ConfigError(
             f"predictor ({model.config.s1_bits} bits) and tokenizer ({tokenizer.config.s1_bits} bits) don't match"
         )
     model.to(device)
@@ -404,7 +409,7 @@ def train(
     """
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
-        raise CandleDataError(f"stages must be among {', '.join(STAGES)}, got {', '.join(stages) or 'none'}")
+        raise ValueError(f"stages must be among {', '.join(STAGES)}, got {', '.join(stages) or 'none'}")
     out = Path(out)
     state = Path(state_dir) if state_dir is not None else out.parent / f"{out.name}.train-state"
     if not resume and state.exists():

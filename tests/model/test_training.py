@@ -17,6 +17,7 @@ from model.training import StageSettings, new_pair, series_from_frame, train
 from model.training.cli import main
 from model.training.losses import bsq_quantize, teacher_forced_logits
 from model.training.presets import preset
+from model.training.trainer import ResumeError
 
 TINY = preset("tiny")
 
@@ -105,7 +106,7 @@ def test_same_seed_same_weights_and_resume_matches(series, tmp_path):
     for sub in ("", "tokenizer"):
         assert _tensors_equal(read_tensors(tmp_path / "a" / sub), read_tensors(tmp_path / "c" / sub))
     # Resuming with different settings is refused rather than silently mixing two runs.
-    with pytest.raises(ValueError, match="settings differ"):
+    with pytest.raises(ResumeError, match="settings differ"):
         run(tmp_path / "d", resume=True, steps=9)
 
 
