@@ -2,8 +2,11 @@
 one bounded queue and are decoded together, within a budget of sample paths per model batch.
 
 - A series is one job; a ``/v1/predict/batch`` request queues one job per item and waits for all.
-- The first job of a batch waits at most ``wait_s`` for company, unless the queue already holds a
-  full batch. While the model is busy, jobs pile up and leave together as soon as it is free.
+- A batch waits at most ``wait_s`` for company, counted from when its first job arrived or the model
+  became free, whichever is later, unless the queue already holds a full batch. While the model is
+  busy, jobs pile up; once it is free they wait that little longer for the clients just answered,
+  who are about to send their next requests. Without it, clients that were split over two batches
+  once stay split for good: each group arrives while the other's batch runs.
 - A batch takes jobs in arrival order while two budgets hold: ``max_rows`` sample paths (the rows the
   decoder carries) and ``max_tokens`` tokens (each row's context plus forecast: what its KV cache holds
   and, on a CPU, what its decoding costs), so long forecasts form smaller batches that still finish
@@ -141,6 +144,7 @@ class BatchScheduler:
         self._task: asyncio.Task | None = None
         self._closed = False
         self._seconds_per_series: float | None = None  # moving average of model time per series
+        self._free_since = 0.0  # time.monotonic() when the last batch ended
 
     # --- the requests' side -----------------------------------------------------------------
     @property
@@ -229,12 +233,13 @@ class BatchScheduler:
         return rows >= self.max_rows or tokens >= self.max_tokens
 
     async def _company(self) -> None:
-        """Return once there is a batch to run: a full one, or the oldest job has waited ``wait_s``."""
+        """Return once there is a batch to run: a full one, or one that has waited ``wait_s`` since its
+        first job arrived or the model became free."""
         while True:
             if self._queue:
                 if self._full():
                     return
-                remaining = self._queue[0].enqueued + self.wait_s - time.monotonic()
+                remaining = max(self._queue[0].enqueued, self._free_since) + self.wait_s - time.monotonic()
                 if remaining <= 0:
                     return
             self._wakeup.clear()
@@ -277,6 +282,7 @@ class BatchScheduler:
                 logger.exception("a model batch failed outside the model call")
                 outcomes = [ServiceError("the forecast failed") for _ in jobs]
             elapsed = time.perf_counter() - started
+            self._free_since = time.monotonic()
             self._running = []
             self.metrics.batch_duration.observe(elapsed)
             per_series = elapsed / len(jobs)

@@ -297,6 +297,26 @@ def test_the_first_series_waits_for_company():
     assert time.monotonic() - started >= 0.3
 
 
+def test_once_the_model_is_free_the_batch_waits_for_the_clients_just_answered():
+    model = StandInModel()
+    scheduler, _ = scheduler_for(model, wait_s=0.3, max_rows=8, max_queue=8)
+
+    async def scenario():
+        first = asyncio.ensure_future(scheduler.submit([series(seed=1)]))
+        await asyncio.to_thread(model.started.wait, 5)
+        queued = asyncio.ensure_future(scheduler.submit([series(seed=2)]))  # waits longer than 0.3 s ...
+        await asyncio.sleep(0.4)
+        model.release.release()
+        await first
+        # ... but the client just answered comes back within 0.3 s and joins it.
+        again = asyncio.ensure_future(scheduler.submit([series(seed=3)]))
+        model.release.release()
+        return await asyncio.gather(queued, again)
+
+    asyncio.run(scenario())
+    assert model.batches == [[1], [2, 3]]
+
+
 def test_a_full_queue_refuses_at_once_with_retry_after_and_admits_all_or_nothing():
     model = StandInModel()
     scheduler, _ = scheduler_for(model, max_rows=1, max_queue=3)
