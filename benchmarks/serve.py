@@ -262,7 +262,7 @@ def table(cases: list[Case]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the bundled tiny model, 3 s per case")
+    parser.add_argument("--quick", action="store_true", help="the bundled tiny model, 3-6 s per case")
     parser.add_argument("--clients", default="1,8,32", help="concurrent clients per case, comma-separated")
     parser.add_argument("--small-seconds", type=float, help="seconds per case, lookback 100 (default 20; quick 3)")
     parser.add_argument("--large-seconds", type=float, help="seconds per case, lookback 400 (default 40; quick 6)")

@@ -176,6 +176,7 @@ class BatchScheduler:
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._task = loop.create_task(self._serve(), name="kronos-batcher")
+            self._task.add_done_callback(self._stopped)
         now = time.monotonic()
         jobs = [Job(replace(s, cancel=threading.Event()), loop.create_future(), now, self._tokens(s)) for s in series]
         self._queue.extend(jobs)
@@ -198,6 +199,12 @@ class BatchScheduler:
                 error.message = f"batch item {index}: {error.message}"
             self._abandon(jobs, "failed")
             raise
+
+    def _stopped(self, task: asyncio.Task) -> None:
+        """A batcher that died of a bug is started again by the next request (the queue is kept)."""
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the batcher stopped; the next request restarts it", exc_info=task.exception())
+            self._task = None
 
     def _abandon(self, jobs: list[Job], reason: str) -> None:
         """Take the request's unfinished series out: from the queue, or from their running batch."""
@@ -268,26 +275,20 @@ class BatchScheduler:
         return jobs
 
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Forever: wait for a batch, run it on the model thread, answer its jobs."""
         while True:
             await self._company()
             reason = "full" if self._full() else "waited"
             jobs = self._take()
             self.metrics.batches.labels(reason).inc()
             self._running = jobs
-            started = time.perf_counter()
             try:
-                outcomes = await loop.run_in_executor(self.executor, self.run_batch, [job.series for job in jobs])
-            except Exception:  # noqa: BLE001 — run_batch maps errors itself; this keeps the queue alive regardless
+                outcomes = await self._run(jobs)
+            except Exception:  # noqa: BLE001 — whatever happens, the jobs are answered and the queue lives on
                 logger.exception("a model batch failed outside the model call")
-                outcomes = [ServiceError("the forecast failed") for _ in jobs]
-            elapsed = time.perf_counter() - started
-            self._free_since = time.monotonic()
+                outcomes = [ServiceError("the forecast failed; see the server log") for _ in jobs]
             self._running = []
-            self.metrics.batch_duration.observe(elapsed)
-            per_series = elapsed / len(jobs)
-            average = self._seconds_per_series
-            self._seconds_per_series = per_series if average is None else 0.7 * average + 0.3 * per_series
+            self._free_since = time.monotonic()
             for job, outcome in zip(jobs, outcomes):
                 job.state = DONE
                 if job.future.done():  # its request already ended (timeout, disconnect)
@@ -298,6 +299,16 @@ class BatchScheduler:
                     job.future.set_exception(outcome)
                 else:
                     job.future.cancel()
+
+    async def _run(self, jobs: list[Job]) -> Sequence[Forecast | None | BaseException]:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self.executor, self.run_batch, [job.series for job in jobs])
+        elapsed = time.perf_counter() - started
+        self.metrics.batch_duration.observe(elapsed)
+        average, per_series = self._seconds_per_series, elapsed / len(jobs)
+        self._seconds_per_series = per_series if average is None else 0.7 * average + 0.3 * per_series
+        return outcomes
 
     async def close(self) -> None:
         """Stop batching: queued and running requests get 503 (the running batch stops at its next step)."""
