@@ -7,6 +7,8 @@ import json
 import pytest
 from conftest import GUIDE_BATCH, GUIDE_BATCH_ONE, GUIDE_SINGLE, GUIDE_SINGLE_ONE_ROW, assert_error
 
+from model.bundled import BUNDLED_NAME
+
 COLUMNS = ["open", "high", "low", "close", "volume", "amount"]
 
 
@@ -25,7 +27,7 @@ def test_guide_single_payload(client):
     body = response.json()
     _check_forecast(body, 10)
     assert body["device"] == "cpu"
-    assert body["model"].startswith("kronos-placeholder-random@")
+    assert body["model"].startswith(f"{BUNDLED_NAME}@")
     assert body["instance"] == "test-default"
     assert body["elapsed_ms"] > 0
     assert body["quantiles"] is None
@@ -78,7 +80,7 @@ def test_readyz_reports_cpu_and_model(client):
     assert body["status"] == "ready"
     assert body["device"] == "cpu" and body["device_requested"] == "cpu" and body["device_fallback"] is False
     assert body["instance"] == "test-default"
-    assert body["model"]["version"].startswith("kronos-placeholder-random@")
+    assert body["model"]["version"].startswith(f"{BUNDLED_NAME}@")
     assert body["model"]["max_context"] == 512
 
 
@@ -217,7 +219,7 @@ def test_legacy_single_shape(client):
     assert body["series_id"] == "EURUSD-1h"
     assert [p["timestamp"] for p in body["prediction"]] == ["2024-03-04T12:00:00", "2024-03-04T13:00:00"]
     assert set(body["prediction"][0]) == {"timestamp", *COLUMNS}
-    assert body["model_version"].startswith("kronos-placeholder-random@")
+    assert body["model_version"].startswith(f"{BUNDLED_NAME}@")
     # Partial overrides are fine; the original's required-all fault is fixed.
     partial = client.post("/v1/predict/single", json={**LEGACY, "overrides": {"top_p": 0.5}})
     assert partial.status_code == 200, partial.text
