@@ -200,9 +200,12 @@ class WindowSampler:
         self.horizon, self.clip, self.seed = horizon, clip, seed
         self._stamps = [s.stamps for s in self.series]
 
-    def batch(self, step: int, batch_size: int) -> WindowBatch:
+    def batch(self, step: int, batch_size: int, max_tokens: int = 0) -> WindowBatch:
+        """Batch ``step``: up to batch_size windows, fewer for long windows when max_tokens caps B x L."""
         rng = np.random.default_rng([self.seed, step])
         length = int(rng.integers(self.min_window, self.max_window + 1))
+        if max_tokens:
+            batch_size = max(1, min(batch_size, max_tokens // length))
         starts = np.array([max(end - length + 1, 0) for end in self.ends], dtype=np.int64)
         total = int(starts.sum())
         picks = rng.integers(0, total, size=batch_size)

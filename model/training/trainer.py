@@ -48,6 +48,7 @@ class StageSettings:
     weight_decay: float = 0.1
     warmup_steps: int = 0
     grad_clip: float = 2.0
+    batch_tokens: int = 0  # when > 0, long windows come in smaller batches: B x L <= batch_tokens
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then cosine decay to a tenth of the peak."""
@@ -201,7 +202,7 @@ def run_stage(
         lr = stage_settings.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = sampler.batch(step, stage_settings.batch_size).to(device)
+        batch = sampler.batch(step, stage_settings.batch_size, stage_settings.batch_tokens).to(device)
         parts = loss_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
