@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--tokenizer-steps", type=int)
     stage.add_argument("--predictor-steps", type=int)
     stage.add_argument("--batch-size", type=int)
-    stage.add_argument("--tokenizer-lr", type=float)
-    stage.add_argument("--predictor-lr", type=float)
+    stage.add_argument("--tokenizer-lr", type=float, help="peak learning rate (with --from: 2e-4)")
+    stage.add_argument("--predictor-lr", type=float, help="peak learning rate (with --from: 4e-5)")
     data = parser.add_argument_group("data (default: the preset's)")
     data.add_argument("--val-fraction", type=float, help="held-out last fraction of every series, by time (0.15)")
     data.add_argument("--min-window", type=int, help="shortest training window, in candles")
@@ -63,11 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Learning rates for fine-tuning published weights (those of the reference fine-tuning scripts):
+# the presets' rates, meant for training from scratch, would wash the pretrained weights out.
+FINETUNE_LR = {"tokenizer": 2e-4, "predictor": 4e-5}
+
+
 def _settings(args: argparse.Namespace, base):
     settings = base.settings
+    finetune = FINETUNE_LR if args.start_from else {}
     stage_overrides = {
-        "tokenizer": {"steps": args.tokenizer_steps, "lr": args.tokenizer_lr, "batch_size": args.batch_size},
-        "predictor": {"steps": args.predictor_steps, "lr": args.predictor_lr, "batch_size": args.batch_size},
+        "tokenizer": {
+            "steps": args.tokenizer_steps, "lr": args.tokenizer_lr or finetune.get("tokenizer"),
+            "batch_size": args.batch_size,
+        },
+        "predictor": {
+            "steps": args.predictor_steps, "lr": args.predictor_lr or finetune.get("predictor"),
+            "batch_size": args.batch_size,
+        },
     }
     changes = {}
     for stage, overrides in stage_overrides.items():

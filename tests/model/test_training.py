@@ -137,6 +137,8 @@ def test_finetune_from_public_conformance_checkpoint(conformance_dir, tmp_path, 
     code = main([
         str(csv), "--from", str(conformance_dir / "predictor"), "--from-tokenizer", str(conformance_dir / "tokenizer"),
         "--out", str(out), "--size", "tiny", "--tokenizer-steps", "15", "--predictor-steps", "25", "--no-progress",
+        # Far above the fine-tuning defaults (2e-4, 4e-5), so that 25 steps visibly move the loss.
+        "--tokenizer-lr", "5e-3", "--predictor-lr", "5e-3",
     ])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
@@ -197,3 +199,13 @@ def test_teacher_forced_s2_never_sees_later_positions(predictor_model):
     torch.testing.assert_close(a1[:, :6], b1[:, :6])
     torch.testing.assert_close(a2[:, :6], b2[:, :6])
     assert not torch.allclose(a2[:, 6:], b2[:, 6:])
+
+
+def test_bundled_demo_is_what_the_demo_preset_trains():
+    from model.bundled import BUNDLED_NAME, bundled_model_path, bundled_tokenizer_path
+
+    demo = preset("demo")
+    assert BUNDLED_NAME == "kronos-demo"
+    assert Kronos.from_pretrained(bundled_model_path()).config == demo.predictor
+    assert KronosTokenizer.from_pretrained(bundled_tokenizer_path()).config == demo.tokenizer
+    assert (bundled_model_path() / "README.md").read_text().count("kronos-train --demo") >= 1
