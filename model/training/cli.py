@@ -111,11 +111,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.start_from:
             model = Kronos.from_pretrained(args.start_from)
             tokenizer = KronosTokenizer.from_pretrained(args.from_tokenizer or Path(args.start_from) / "tokenizer")
+        elif args.from_tokenizer:  # a new predictor on an existing tokenizer's tokens
+            tokenizer = KronosTokenizer.from_pretrained(args.from_tokenizer)
+            bits = {"s1_bits": tokenizer.config.s1_bits, "s2_bits": tokenizer.config.s2_bits}
+            model, _ = new_pair(dataclasses.replace(base.predictor, **bits), tokenizer.config, args.seed)
         else:
-            if args.from_tokenizer:
-                raise KronosError("--from-tokenizer needs --from (the predictor to fine-tune)")
             model, tokenizer = new_pair(base.predictor, base.tokenizer, args.seed)
         stages = STAGES if args.stage == "both" else (args.stage,)
+        if stages == ("predictor",) and not (args.start_from or args.from_tokenizer):
+            raise KronosError("--stage predictor trains on a tokenizer's tokens: give --from or --from-tokenizer")
         result = train(
             series, args.out, settings, model=model, tokenizer=tokenizer, stages=stages, device=args.device,
             state_dir=args.state_dir, resume=args.resume, keep_state=args.keep_state, progress=not args.no_progress,

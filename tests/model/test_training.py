@@ -24,9 +24,10 @@ TINY = preset("tiny")
 
 @pytest.fixture(scope="module")
 def series(goog, eurusd):
+    # Enough rows for tiny windows; few held-out chunks keep each stage's validation cheap.
     return [
-        series_from_frame(goog.reset_index(names="date"), "GOOG"),
-        series_from_frame(eurusd.iloc[-1500:].reset_index(names="time"), "EURUSD"),
+        series_from_frame(goog.iloc[-800:].reset_index(names="date"), "GOOG"),
+        series_from_frame(eurusd.iloc[-800:].reset_index(names="time"), "EURUSD"),
     ]
 
 
@@ -209,3 +210,15 @@ def test_bundled_demo_is_what_the_demo_preset_trains():
     assert Kronos.from_pretrained(bundled_model_path()).config == demo.predictor
     assert KronosTokenizer.from_pretrained(bundled_tokenizer_path()).config == demo.tokenizer
     assert (bundled_model_path() / "README.md").read_text().count("kronos-train --demo") >= 1
+
+
+def test_new_predictor_on_an_existing_tokenizer(conformance_dir, tmp_path, goog, capsys):
+    csv = tmp_path / "goog.csv"
+    goog.iloc[-300:].reset_index(names="date").to_csv(csv, index=False)
+    common = [str(csv), "--out", str(tmp_path / "out"), "--size", "tiny", "--stage", "predictor", "--no-progress"]
+    assert main(common) == 2
+    assert "--stage predictor trains on a tokenizer's tokens" in capsys.readouterr().err
+    assert main([*common, "--from-tokenizer", str(conformance_dir / "tokenizer"), "--predictor-steps", "3"]) == 0
+    # The new predictor takes the tokenizer's token bits; the tokenizer is copied unchanged.
+    assert Kronos.from_pretrained(tmp_path / "out").config.s1_bits == 6
+    assert _tensors_equal(read_tensors(tmp_path / "out" / "tokenizer"), read_tensors(conformance_dir / "tokenizer"))
