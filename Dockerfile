@@ -3,7 +3,7 @@
 #   CPU (default):  docker build -t kronos-service:cpu .
 #   GPU (CUDA):     docker build -t kronos-service:gpu --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
 # (PyPI's Linux torch wheel is the CUDA build; pick https://download.pytorch.org/whl/cuXXX to match an
-# older driver.) The bundled placeholder model is in /models, so the image runs with no mount; mount
+# older driver.) The bundled kronos-demo model is in /models, so the image runs with no mount; mount
 # a real checkpoint folder read-only over it: -v /srv/kronos/Kronos-small:/models:ro
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -47,7 +47,7 @@ RUN groupadd --system --gid 10001 kronos \
 
 COPY --from=build /opt/venv /opt/venv
 # Root-owned and read-only for the service user, like the mount that replaces it.
-COPY model/bundled/kronos-placeholder-random /models
+COPY model/bundled/kronos-demo /models
 
 # Numeric, so runtimes that enforce non-root (e.g. Kubernetes runAsNonRoot) can verify it.
 USER 10001:10001

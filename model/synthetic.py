@@ -1,4 +1,4 @@
-"""Random-weight checkpoints of any shape: for tests, benchmarks and the placeholder bundled model.
+"""Random-weight checkpoints of any shape, for tests and benchmarks.
 
 Weights come from a seeded generator, so the same call always writes the same files.
 """
@@ -18,11 +18,6 @@ from .tokenizer import KronosTokenizer
 KRONOS_SMALL = PredictorConfig(s1_bits=10, s2_bits=10, n_layers=8, d_model=512, n_heads=8, ff_dim=1024)
 TOKENIZER_BASE = TokenizerConfig(
     d_in=6, d_model=256, n_heads=4, ff_dim=512, n_enc_layers=4, n_dec_layers=4, s1_bits=10, s2_bits=10
-)
-# The placeholder bundled pair: tiny enough to ship (about 2 MB together).
-BUNDLED_PREDICTOR = PredictorConfig(s1_bits=10, s2_bits=10, n_layers=4, d_model=64, n_heads=4, ff_dim=128)
-BUNDLED_TOKENIZER = TokenizerConfig(
-    d_in=6, d_model=32, n_heads=4, ff_dim=64, n_enc_layers=3, n_dec_layers=3, s1_bits=10, s2_bits=10
 )
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLED_MODEL = REPO / "model" / "bundled" / "kronos-placeholder-random"
+BUNDLED_MODEL = REPO / "model" / "bundled" / "kronos-demo"
 
 # CI sets this: a missing tool is then a failure, never a silent skip.
 REQUIRE_TOOLS = os.environ.get("KRONOS_TEST_REQUIRE_TOOLS") == "1"

@@ -15,7 +15,7 @@ from deploy_support import REPO, clean_env, require_tool
 from services.kronos_fastapi.settings import Settings
 
 COMPOSE_FILES = ("docker-compose.cpu.yml", "docker-compose.gpu.yml", "docker-compose.hybrid.yml")
-BUNDLED_MOUNT = "./model/bundled/kronos-placeholder-random"
+BUNDLED_MOUNT = "./model/bundled/kronos-demo"
 # Set by the image (Dockerfile ENV) for every container; not the operator's to change per file.
 FIXED_BY_IMAGE = {"KRONOS_HOST", "KRONOS_PORT"}
 SETTING_NAMES = {f"KRONOS_{name.upper()}" for name in Settings.model_fields}

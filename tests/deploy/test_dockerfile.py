@@ -72,7 +72,7 @@ def test_multi_stage_and_small():
     assert build[0][1].endswith("AS build") and runtime[0][1].endswith("AS runtime")
     # The runtime stage gets the built environment and the bundled model, and nothing of the source.
     copies = [rest for keyword, rest in runtime if keyword == "COPY"]
-    assert copies == ["--from=build /opt/venv /opt/venv", "model/bundled/kronos-placeholder-random /models"]
+    assert copies == ["--from=build /opt/venv /opt/venv", "model/bundled/kronos-demo /models"]
     assert "PIP_NO_CACHE_DIR=1" in dict(build)["ENV"]
 
 
@@ -175,8 +175,8 @@ def test_build_context_holds_what_the_image_needs_and_nothing_else():
         "pyproject.toml",
         "README.md",  # the package's readme, read by the build
         "model/__init__.py",
-        "model/bundled/kronos-placeholder-random/config.json",
-        "model/bundled/kronos-placeholder-random/tokenizer/model.safetensors",
+        "model/bundled/kronos-demo/config.json",
+        "model/bundled/kronos-demo/tokenizer/model.safetensors",
         "services/kronos_fastapi/app.py",
     ]
     kept_out = [
