@@ -214,7 +214,8 @@ def run_mode(mode: str, model_path: Path, args, frames: dict[str, list[bytes]], 
         server.wait_ready()
         for size in SIZES:  # warm-up: one request of each shape
             httpx.post(server.url + "/v1/predict/single", content=frames[size][0], headers=HEADERS, timeout=300)
-        for size, (_, pred_len) in SIZES.items():
+        for size in args.sizes:
+            pred_len = SIZES[size][1]
             for clients in args.clients:
                 seconds = args.small_seconds if size == "small" else args.large_seconds
                 case = Case(size, clients, mode, seconds)
@@ -228,7 +229,7 @@ def run_mode(mode: str, model_path: Path, args, frames: dict[str, list[bytes]], 
                 print(
                     f"  {size:5} N={clients:<3} batching {mode:3}: {case.per_second:6.2f} req/s, "
                     f"p50 {case.percentile(50):6.2f} s, {case.series_per_batch:4.1f} series/batch, "
-                    f"statuses {case.statuses}, unfinished {case.unfinished}",
+                    f"statuses {case.statuses}, unfinished {case.unfinished}, load {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
                 cases.append(case)
@@ -264,11 +265,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the bundled tiny model, 3-6 s per case")
     parser.add_argument("--clients", default="1,8,32", help="concurrent clients per case, comma-separated")
+    parser.add_argument("--sizes", default="small,large", help="request sizes: small (100/20), large (400/120)")
+    parser.add_argument("--modes", default="on,off", help="batching on, off, or both")
     parser.add_argument("--small-seconds", type=float, help="seconds per case, lookback 100 (default 20; quick 3)")
     parser.add_argument("--large-seconds", type=float, help="seconds per case, lookback 400 (default 40; quick 6)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the server (default: torch's choice)")
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
+    args.sizes = args.sizes.split(",")
+    args.modes = args.modes.split(",")
     args.small_seconds = args.small_seconds or (3.0 if args.quick else 20.0)
     args.large_seconds = args.large_seconds or (6.0 if args.quick else 40.0)
 
@@ -285,7 +290,7 @@ def main() -> None:
             model_path = Path(tmp) / "kronos-small-random"
             write_random_pair(model_path, KRONOS_SMALL, TOKENIZER_BASE, seed=0)
         cases = []
-        for mode in MODES:
+        for mode in args.modes:
             print(f"batching {mode}:", flush=True)
             cases += run_mode(mode, model_path, args, frames, Path(tmp))
     model = "bundled placeholder (tiny)" if args.quick else "Kronos-small shape, random weights"
