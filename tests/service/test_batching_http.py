@@ -204,6 +204,8 @@ def test_a_full_queue_refuses_while_health_answers_and_hang_ups_free_places(serv
         assert waiting.status() == 200
         assert time.perf_counter() - started < 8  # the long forecast alone: 30 s and more
         assert metric(url, "kronos_cancelled_series_total", reason="disconnect") == 3
+        gone = {"method": "POST", "route": "/v1/predict/single", "status": "499"}  # logged as nginx does
+        wait_for(lambda: metric(url, "kronos_http_requests_total", **gone) == 3, timeout=5, what="three 499s")
     finally:
         for request in [blocker, *queued]:
             request.hang_up()
