@@ -293,7 +293,7 @@ def main() -> None:
         for mode in args.modes:
             print(f"batching {mode}:", flush=True)
             cases += run_mode(mode, model_path, args, frames, Path(tmp))
-    model = "bundled placeholder (tiny)" if args.quick else "Kronos-small shape, random weights"
+    model = "the bundled model (tiny)" if args.quick else "Kronos-small shape, random weights"
     print(
         f"\n{model}; {os.cpu_count()} cores; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; "
         f"{time.perf_counter() - started:.0f} s in all\n"
