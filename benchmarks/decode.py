@@ -107,8 +107,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {predictor_config}")
 
     cases = [
-        (f"lookback {lookback} / pred_len {pred_len}, sample_count 1", [series_from(frame, 3000, lookback, pred_len, 1, 1)]),
-        (f"lookback {lookback} / pred_len {pred_len}, sample_count 5", [series_from(frame, 3000, lookback, pred_len, 5, 2)]),
+        (
+            f"lookback {lookback} / pred_len {pred_len}, sample_count 1",
+            [series_from(frame, 3000, lookback, pred_len, 1, 1)],
+        ),
+        (
+            f"lookback {lookback} / pred_len {pred_len}, sample_count 5",
+            [series_from(frame, 3000, lookback, pred_len, 5, 2)],
+        ),
         (
             f"batch of {len(mixed)} mixed series (lookback/pred_len {', '.join(f'{a}/{b}' for a, b in mixed)})",
             [series_from(frame, 1000 + 400 * i, a, b, 1, 10 + i) for i, (a, b) in enumerate(mixed)],
@@ -121,7 +127,8 @@ def main() -> None:
         slow_s, slow_mem, slow = run(predictor, series, fast=False)
         fast_s, fast_mem, fast = run(predictor, series, fast=True)
         equal = all(
-            np.allclose(a.samples, b.samples, rtol=1e-4, atol=1e-6 * np.abs(a.samples).max()) for a, b in zip(slow, fast)
+            np.allclose(a.samples, b.samples, rtol=1e-4, atol=1e-6 * np.abs(a.samples).max())
+            for a, b in zip(slow, fast)
         )
         rows.append((name, slow_s, fast_s, slow_s / fast_s, slow_mem, fast_mem, equal))
         print(
