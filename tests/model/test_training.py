@@ -17,7 +17,7 @@ from model.training import StageSettings, new_pair, series_from_frame, train
 from model.training.cli import main
 from model.training.losses import bsq_quantize, teacher_forced_logits
 from model.training.presets import preset
-from model.training.trainer import ResumeError
+from model.training.state import ResumeError
 
 TINY = preset("tiny")
 
