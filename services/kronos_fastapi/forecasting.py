@@ -1,4 +1,4 @@
-"""From request bodies to the model's ``SeriesInput``, and from ``Forecast`` back to response bodies.
+"""From request bodies to the model's ``SeriesInput`` (responses are shaped in ``responses.py``).
 
 All the rules about what a request means live here: which of the two request shapes it is, row
 forms, limits, timestamps (given, or a fixed calendar so a seeded request always gives the same
@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
-from model import Forecast, SeriesInput
+from model import SeriesInput
+from model.pipeline import FEATURE_COLUMNS as COLUMNS
 
 from .errors import InvalidJSON, InvalidRequest, field_path, invalid_request_from
 from .schemas import (
@@ -33,7 +34,6 @@ from .settings import Settings
 # Rows sent without timestamps are consecutive periods from here (a Monday), so the model's
 # calendar features — and with a seed, the answer — never depend on when the request was made.
 CALENDAR_START = pd.Timestamp("2024-01-01T00:00:00")
-COLUMNS = ("open", "high", "low", "close", "volume", "amount")
 
 _NEW_SINGLE = frozenset(SingleRequest.model_fields) - {"timestamps"}
 _LEGACY_SINGLE = frozenset(LegacySingleRequest.model_fields) - {"timestamps"}
@@ -360,65 +360,3 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         seed=overrides.seed,
     )
     return PreparedSeries(series, len(request.candles), None, True, request.series_id)
-
-
-# --- Forecast → response bodies -----------------------------------------------------------------
-
-
-def _finite(values: np.ndarray, item: PreparedSeries, index: int, batch: bool) -> None:
-    if not np.isfinite(values).all():
-        where = f"batch[{index}]: " if batch else ""
-        raise InvalidRequest(
-            f"{where}the forecast is not finite: the candle values are too large or too degenerate for the model"
-        )
-
-
-def _stamps(item: PreparedSeries, forecast: Forecast) -> list[str | None]:
-    if not item.has_timestamps:
-        return [None] * len(forecast.timestamps)
-    return [t.isoformat() for t in forecast.timestamps]
-
-
-def _rows(values: np.ndarray, stamps: list[str | None]) -> list[dict[str, Any]]:
-    return [
-        {"step": i + 1, "timestamp": stamp, **dict(zip(COLUMNS, row))}
-        for i, (stamp, row) in enumerate(zip(stamps, values.tolist()))
-    ]
-
-
-def forecast_result(item: PreparedSeries, forecast: Forecast, index: int = 0, batch: bool = False) -> dict[str, Any]:
-    _finite(forecast.mean, item, index, batch)
-    stamps = _stamps(item, forecast)
-    bands = None
-    if item.quantiles:
-        levels = forecast.quantiles(item.quantiles)
-        _finite(levels, item, index, batch)
-        bands = [{"level": q, "forecast": _rows(values, stamps)} for q, values in zip(item.quantiles, levels)]
-    return {
-        "pred_len": item.series.pred_len,
-        "sample_count": item.series.sample_count,
-        "seed": forecast.seed,
-        "forecast": _rows(forecast.mean, stamps),
-        "quantiles": bands,
-    }
-
-
-def legacy_result(
-    item: PreparedSeries,
-    forecast: Forecast,
-    model_version: str,
-    tokenizer_version: str,
-    index: int = 0,
-    batch: bool = False,
-) -> dict[str, Any]:
-    _finite(forecast.mean, item, index, batch)
-    prediction = [
-        {"timestamp": t.isoformat(), **dict(zip(COLUMNS, row))}
-        for t, row in zip(forecast.timestamps, forecast.mean.tolist())
-    ]
-    return {
-        "series_id": item.series_id,
-        "prediction": prediction,
-        "model_version": model_version,
-        "tokenizer_version": tokenizer_version,
-    }

@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from model import Forecast, SeriesInput
 
 from ..errors import ClientDisconnected
-from ..forecasting import ParsedRequest, forecast_result, legacy_result, parse_batch, parse_single
+from ..forecasting import ParsedRequest, parse_batch, parse_single
+from ..responses import forecast_result, legacy_result
 from ..schemas import BatchResponse, LegacySingleResponse, SingleResponse
 from ..service import ForecastService
 from ..settings import Settings
