@@ -104,7 +104,3 @@ class KVCache:
         for layer in (*self.layers, self.dep):
             layer.keep(index)
         self.lengths = self.lengths[rows]
-
-    @property
-    def rows(self) -> int:
-        return len(self.lengths)

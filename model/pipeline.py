@@ -28,6 +28,12 @@ MIN_ROWS = 2
 _STD_EPS = 1e-5
 
 
+def column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and (population std + 1e-5) of an input, in float32 as the reference: the
+    normalization of the input and the denormalization of its forecast."""
+    return x.mean(axis=0), x.std(axis=0) + np.float32(_STD_EPS)
+
+
 def time_features(timestamps: pd.DatetimeIndex) -> np.ndarray:
     """(n, 5) int64: minute, hour, weekday (Monday = 0), day of month, month."""
     return np.stack(
@@ -170,10 +176,9 @@ class KronosPredictor:
             if paths is None:
                 results.append(None)
                 continue
-            mean_norm, std = x.mean(axis=0), x.std(axis=0)
-            scale = std + np.float32(_STD_EPS)
-            mean = paths.mean(axis=0) * scale + mean_norm
-            samples = paths * scale + mean_norm
+            center, scale = column_stats(x)
+            mean = paths.mean(axis=0) * scale + center
+            samples = paths * scale + center
             results.append(Forecast(s.future_timestamps, mean.astype(np.float64), samples.astype(np.float64), seed))
         return results
 
@@ -200,8 +205,8 @@ class KronosPredictor:
         return x, stamps, int(seed)
 
     def _normalize(self, x: np.ndarray) -> np.ndarray:
-        mean, std = x.mean(axis=0), x.std(axis=0)
-        return np.clip((x - mean) / (std + np.float32(_STD_EPS)), -self.clip, self.clip)
+        center, scale = column_stats(x)
+        return np.clip((x - center) / scale, -self.clip, self.clip)
 
     def _encode(self, inputs: list[np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         # Right-padded batch: the causal encoder keeps padding out of every real row.
