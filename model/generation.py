@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .inference import InferenceWeights
 from .predictor import Kronos
 from .sampling import RowSampler, SamplingParams
 
@@ -105,6 +106,7 @@ def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int)
     a series share one prefill. Returns what ``generate_recompute`` returns.
     """
     device = next(model.parameters()).device
+    net = InferenceWeights.of(model)
     window = max_context
     repeats, row_series, cur, pred_lens = _row_layout(series)
     n_rows, steps = len(row_series), int(pred_lens.max())
@@ -121,12 +123,12 @@ def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int)
         lengths = np.array([len(series[b].s1) for b in fits])
         width = int(lengths.max())
         prefill_rows = torch.as_tensor(first_row[fits], device=device)
-        x = model.embed(tok1[prefill_rows, :width], tok2[prefill_rows, :width], stamps[prefill_rows, :width])
+        x = net.embed(tok1[prefill_rows, :width], tok2[prefill_rows, :width], stamps[prefill_rows, :width])
         expand = torch.as_tensor(repeats[fits], device=device)
         capacity = width + int(pred_lens[cached_rows].max())
         cache = model.new_cache(rows=len(cached_rows), capacity=capacity, lengths=cur[cached_rows], expand=expand)
-        h = model.trunk(x, cache)
-        keys, values = model.dep_layer.cross_attn.keys_values(h)
+        h = net.trunk(x, cache)
+        keys, values = net.dep_keys_values(h)
         h_last = h[torch.arange(len(fits), device=device), torch.as_tensor(lengths - 1, device=device)]
         h_last = h_last.repeat_interleave(expand, dim=0)
         keys, values = keys.repeat_interleave(expand, dim=0), values.repeat_interleave(expand, dim=0)
@@ -153,7 +155,7 @@ def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int)
                 else:
                     cache, cached_rows = None, cached_rows[:0]
             if cache is not None:
-                cached = _decode_step(model, cache, tok1, tok2, stamps, cached_rows, cur, device)
+                cached = _decode_step(net, cache, tok1, tok2, stamps, cached_rows, cur, device)
         groups = []
         if len(cached_rows):
             groups.append((cached_rows, *cached))
@@ -161,14 +163,14 @@ def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int)
         if len(slide_rows):
             index = torch.as_tensor(cur[slide_rows] - window, device=device).unsqueeze(1) + positions_window
             rows_t = torch.as_tensor(slide_rows, device=device).unsqueeze(1)
-            x = model.embed(tok1[rows_t, index], tok2[rows_t, index], stamps[rows_t, index])
-            h = model.trunk(x)
-            keys, values = model.dep_layer.cross_attn.keys_values(h)
+            x = net.embed(tok1[rows_t, index], tok2[rows_t, index], stamps[rows_t, index])
+            h = net.trunk(x)
+            keys, values = net.dep_keys_values(h)
             groups.append((slide_rows, h[:, -1], keys, values, None))
 
         for rows, h_last, keys, values, mask in groups:
-            next_s1 = sampler(model.head.proj_s1(h_last), rows)
-            next_s2 = sampler(model.s2_logits_last(h_last, next_s1, keys, values, mask), rows)
+            next_s1 = sampler(net.s1_logits(h_last), rows)
+            next_s2 = sampler(net.s2_logits(h_last, next_s1, keys, values, mask), rows)
             rows_t = torch.as_tensor(rows, device=device)
             cols = torch.as_tensor(cur[rows], device=device)
             tok1[rows_t, cols] = next_s1
@@ -192,14 +194,14 @@ def _length_mask(lengths: np.ndarray, width: int, device) -> Tensor | None:
     return (cols.unsqueeze(0) < torch.as_tensor(lengths, device=device).unsqueeze(1))[:, None, None, :]
 
 
-def _decode_step(model: Kronos, cache, tok1, tok2, stamps, rows: np.ndarray, cur: np.ndarray, device):
+def _decode_step(net: InferenceWeights, cache, tok1, tok2, stamps, rows: np.ndarray, cur: np.ndarray, device):
     """Feed each cached row's newest token; returns its hidden state and the dependency keys/values."""
     rows_t = torch.as_tensor(rows, device=device)
     last = torch.as_tensor(cur[rows] - 1, device=device)
-    x = model.embed(tok1[rows_t, last].unsqueeze(1), tok2[rows_t, last].unsqueeze(1), stamps[rows_t, last].unsqueeze(1))
+    x = net.embed(tok1[rows_t, last].unsqueeze(1), tok2[rows_t, last].unsqueeze(1), stamps[rows_t, last].unsqueeze(1))
     cache.begin_step()
-    h = model.trunk(x, cache)
-    keys, values = model.dep_layer.cross_attn.keys_values(h)
+    h = net.trunk(x, cache)
+    keys, values = net.dep_keys_values(h)
     dep_keys, dep_values, mask = cache.dep.append(keys, values)
     cache.end_step()
     return h[:, 0], dep_keys, dep_values, mask
