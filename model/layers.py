@@ -26,6 +26,13 @@ class RMSNorm(nn.Module):
 _fused_rms_norm = getattr(F, "rms_norm", None)  # torch >= 2.4: one kernel instead of six
 
 
+def state_key(tensors) -> tuple:
+    """Changes whenever one of the tensors is replaced, moved or updated in place: for caches
+    derived from parameters. (Tensors made under inference_mode have no version counter; they
+    can only be updated in place under inference_mode, which such caches do not see.)"""
+    return tuple((t.data_ptr(), t.device, -1 if t.is_inference() else t._version) for t in tensors)
+
+
 class FusedLinears:
     """Concatenated weights of several Linear layers fed the same input, for inference.
 
@@ -40,8 +47,7 @@ class FusedLinears:
         self.bias: Tensor | None = None
 
     def __call__(self, x: Tensor) -> Tensor:
-        params = [p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None]
-        key = tuple((p.data_ptr(), p._version, p.device) for p in params)
+        key = state_key(p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None)
         if key != self.key:
             with torch.no_grad():
                 self.weight = torch.cat([lin.weight for lin in self.linears])
