@@ -31,24 +31,28 @@ class SamplingParams:
             raise InputError(f"top_p must be in (0, 1], got {p!r}")
 
 
-def filter_logits(logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
-    """Scale by temperature, then keep the top_k logits where top_k > 0, else the top_p nucleus
-    where top_p < 1 (always at least the best token); the rest become -inf. Per-row settings."""
-    logits = logits / temperature.unsqueeze(1)
-    vocab = logits.shape[-1]
-    sorted_logits, sorted_index = torch.sort(logits, dim=-1, descending=True)
-    use_k = top_k > 0
-    kth = sorted_logits.gather(1, (top_k.clamp(1, vocab) - 1).unsqueeze(1))
-    remove = use_k.unsqueeze(1) & (logits < kth)
-    use_p = ~use_k & (top_p < 1.0)
+def _kept_count(sorted_logits: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
+    """How many of the best logits (sorted descending, already scaled) each row keeps: top_k where
+    top_k > 0, else the smallest prefix whose softmax mass reaches top_p (at least one), else all."""
+    vocab = sorted_logits.shape[-1]
+    count = torch.where(top_k > 0, top_k.clamp(1, vocab), vocab)
+    use_p = (top_k <= 0) & (top_p < 1.0)
     if bool(use_p.any()):
         cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        sorted_remove = cumulative > top_p.unsqueeze(1)
-        # Shift right so the token that crosses top_p stays, and the best token always stays.
-        sorted_remove = torch.cat((torch.zeros_like(sorted_remove[:, :1]), sorted_remove[:, :-1]), dim=1)
-        nucleus_remove = torch.zeros_like(sorted_remove).scatter(1, sorted_index, sorted_remove)
-        remove |= use_p.unsqueeze(1) & nucleus_remove
-    return logits.masked_fill(remove, float("-inf"))
+        # The token that crosses top_p stays, so a row keeps 1 + (tokens before the crossing).
+        nucleus = (cumulative[:, :-1] <= top_p.unsqueeze(1)).sum(dim=-1) + 1
+        count = torch.where(use_p, nucleus, count)
+    return count
+
+
+def filter_logits(logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
+    """Scale by temperature, then keep the top_k logits where top_k > 0, else the top_p nucleus
+    where top_p < 1 (always at least the best token); the rest become -inf. Per-row settings.
+    A logit equal to the smallest kept one is kept too (ties at the cut are not broken)."""
+    logits = logits / temperature.unsqueeze(1)
+    sorted_logits = torch.sort(logits, dim=-1, descending=True).values
+    cut = sorted_logits.gather(1, (_kept_count(sorted_logits, top_k, top_p) - 1).unsqueeze(1))
+    return logits.masked_fill(logits < cut, float("-inf"))
 
 
 def sample(logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor, uniforms: Tensor) -> Tensor:
