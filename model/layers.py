@@ -89,19 +89,29 @@ class RotaryEmbedding(nn.Module):
         return cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
 
 
-def attend_one(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Attention of a single query position (B, H, 1, hd) over (B, H, L, hd) keys/values.
+def attend_one(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None, prescaled: bool = False) -> Tensor:
+    """Attention of a single query position (B, H, 1, hd) over (B, H, L, hd) keys/values; with
+    ``prescaled`` q already carries the 1/sqrt(hd) factor.
 
     Two small matmuls: PyTorch's fused CPU kernel is an order of magnitude slower for one query
     over a strided cache slice.
     """
-    scores = torch.matmul(q, keys.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    scores = torch.matmul(q, keys.transpose(-1, -2))
+    if not prescaled:
+        scores = scores * (q.shape[-1] ** -0.5)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return torch.matmul(torch.softmax(scores, dim=-1), values)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate-half rotary embedding of x (..., hd) with broadcastable cos/sin (..., hd).
+
+    x is made contiguous first: on a strided view (such as q and k sliced out of a fused qkv
+    product) PyTorch's CPU kernels for these broadcasting ops run about 25x slower, 3.5 ms
+    instead of 0.14 ms for one layer of a 512-token Kronos-small window.
+    """
+    x = x.contiguous()
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
