@@ -134,7 +134,7 @@ def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int)
         keys, values = keys.repeat_interleave(expand, dim=0), values.repeat_interleave(expand, dim=0)
         cache.dep.k[:, :, :width], cache.dep.v[:, :, :width] = keys, values
         dep_mask = _length_mask(cur[cached_rows], width, device)
-        cached = (h_last, keys, values, dep_mask)
+        cached = (h_last, None, keys, values, dep_mask)
 
     out1 = torch.zeros(n_rows, steps, dtype=torch.long, device=device)
     out2 = torch.zeros_like(out1)
@@ -166,10 +166,10 @@ def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int)
             x = net.embed(tok1[rows_t, index], tok2[rows_t, index], stamps[rows_t, index])
             h = net.trunk(x)
             keys, values = net.dep_keys_values(h)
-            groups.append((slide_rows, h[:, -1], keys, values, None))
+            groups.append((slide_rows, h[:, -1], None, keys, values, None))
 
-        for rows, h_last, keys, values, mask in groups:
-            next_s1 = sampler(net.s1_logits(h_last), rows)
+        for rows, h_last, s1_logits, keys, values, mask in groups:
+            next_s1 = sampler(net.s1_logits(h_last) if s1_logits is None else s1_logits, rows)
             next_s2 = sampler(net.s2_logits(h_last, next_s1, keys, values, mask), rows)
             rows_t = torch.as_tensor(rows, device=device)
             cols = torch.as_tensor(cur[rows], device=device)
@@ -195,13 +195,14 @@ def _length_mask(lengths: np.ndarray, width: int, device) -> Tensor | None:
 
 
 def _decode_step(net: InferenceWeights, cache, tok1, tok2, stamps, rows: np.ndarray, cur: np.ndarray, device):
-    """Feed each cached row's newest token; returns its hidden state and the dependency keys/values."""
+    """Feed each cached row's newest token; returns its hidden state, s1 logits and the dependency
+    keys/values (and mask) of the whole window."""
     rows_t = torch.as_tensor(rows, device=device)
     last = torch.as_tensor(cur[rows] - 1, device=device)
     x = net.embed(tok1[rows_t, last].unsqueeze(1), tok2[rows_t, last].unsqueeze(1), stamps[rows_t, last].unsqueeze(1))
     cache.begin_step()
-    h = net.trunk(x, cache)
-    keys, values = net.dep_keys_values(h)
+    h = net.trunk(x, cache)[:, 0]
+    s1_logits, keys, values = net.step_heads(h)
     dep_keys, dep_values, mask = cache.dep.append(keys, values)
     cache.end_step()
-    return h[:, 0], dep_keys, dep_values, mask
+    return h, s1_logits, dep_keys, dep_values, mask

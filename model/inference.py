@@ -95,6 +95,10 @@ class InferenceWeights:
 
             self.head_s1 = _input_major(model.head.proj_s1.weight)
             self.head_s1_bias = model.head.proj_s1.bias.detach()
+            # A decode step's new hidden state feeds both the dependency keys/values and the s1
+            # head: one product over both weights reads them in one pass.
+            self.step_heads_weight = torch.cat((self.dep_kv, self.head_s1), dim=1)
+            self.step_heads_bias = torch.cat((self.dep_kv_bias, self.head_s1_bias))
             self.head_s2 = _input_major(model.head.proj_s2.weight)
             self.head_s2_bias = model.head.proj_s2.bias.detach()
 
@@ -192,6 +196,14 @@ class InferenceWeights:
         kv = _linear(h.reshape(b * n, d), self.dep_kv, self.dep_kv_bias)
         kv = kv.view(b, n, 2, self.dep_heads, self.dep_head_dim).permute(2, 0, 3, 1, 4)
         return kv[0], kv[1]
+
+    def step_heads(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """For one new position per row (R, d): its s1 logits (R, V) and dependency key/value
+        (R, 4, 1, hd) each, as ``s1_logits`` and ``dep_keys_values`` give them."""
+        r, d = h.shape
+        out = _linear(h, self.step_heads_weight, self.step_heads_bias)
+        kv = out[:, : 2 * d].view(r, 2, self.dep_heads, 1, self.dep_head_dim)
+        return out[:, 2 * d :], kv[:, 0], kv[:, 1]
 
     def s2_logits(self, h_last: Tensor, s1: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None) -> Tensor:
         """s2 logits (R, V) at the last position given the chosen s1 (R,), as ``Kronos.s2_logits_last``."""

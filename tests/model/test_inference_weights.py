@@ -84,6 +84,10 @@ def test_heads_and_dependency_layer_match_the_module_path(model):
     net_keys, net_values = net.dep_keys_values(h)
     _close(net_keys, keys)
     _close(net_values, values)
+    step_s1, step_keys, step_values = net.step_heads(h[:, -1])  # a decode step's fused product
+    _close(step_s1, model.head.proj_s1(h[:, -1]))
+    _close(step_keys, keys[:, :, -1:])
+    _close(step_values, values[:, :, -1:])
     chosen = torch.tensor([5, 0, 63])
     _close(net.s1_logits(h[:, -1]), model.head.proj_s1(h[:, -1]))
     _close(net.s2_logits(h[:, -1], chosen, keys, values), model.s2_logits_last(h[:, -1], chosen, keys, values))
