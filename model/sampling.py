@@ -2,6 +2,10 @@
 
 Sampling is pure — logits and uniforms in, ids out — so a per-request ``torch.Generator`` makes a
 request's answer reproducible whatever else shares its batch.
+
+The draw walks the kept tokens from the most to the least probable (ties in vocabulary order):
+a uniform u picks the first token whose cumulative probability exceeds u times the kept mass.
+Every token is drawn with its filtered probability, as with ``torch.multinomial``.
 """
 
 from __future__ import annotations
@@ -31,36 +35,39 @@ class SamplingParams:
             raise InputError(f"top_p must be in (0, 1], got {p!r}")
 
 
-def _kept_count(sorted_logits: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
-    """How many of the best logits (sorted descending, already scaled) each row keeps: top_k where
-    top_k > 0, else the smallest prefix whose softmax mass reaches top_p (at least one), else all."""
-    vocab = sorted_logits.shape[-1]
-    count = torch.where(top_k > 0, top_k.clamp(1, vocab), vocab)
-    use_p = (top_k <= 0) & (top_p < 1.0)
-    if bool(use_p.any()):
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        # The token that crosses top_p stays, so a row keeps 1 + (tokens before the crossing).
-        nucleus = (cumulative[:, :-1] <= top_p.unsqueeze(1)).sum(dim=-1) + 1
-        count = torch.where(use_p, nucleus, count)
-    return count
+def _kept_count(cdf: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
+    """How many of the best tokens each row keeps, from the cumulative softmax of its logits sorted
+    descending: top_k where top_k > 0, else the smallest prefix whose mass reaches top_p (at least
+    one token), else all. Computed for every row alike, so no host sync is needed."""
+    vocab = cdf.shape[-1]
+    # The token that crosses top_p stays, so a row keeps 1 + (tokens before the crossing).
+    nucleus = (cdf[:, :-1] <= top_p.unsqueeze(1)).sum(dim=-1) + 1
+    return torch.where(top_k > 0, top_k.clamp(1, vocab), torch.where(top_p < 1.0, nucleus, vocab))
+
+
+def _sorted_cdf(logits: Tensor, temperature: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    scaled = logits.float() / temperature.unsqueeze(1)
+    sorted_logits, order = torch.sort(scaled, dim=-1, descending=True, stable=True)
+    return sorted_logits, order, torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
 
 
 def filter_logits(logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
     """Scale by temperature, then keep the top_k logits where top_k > 0, else the top_p nucleus
     where top_p < 1 (always at least the best token); the rest become -inf. Per-row settings.
-    A logit equal to the smallest kept one is kept too (ties at the cut are not broken)."""
-    logits = logits / temperature.unsqueeze(1)
-    sorted_logits = torch.sort(logits, dim=-1, descending=True).values
-    cut = sorted_logits.gather(1, (_kept_count(sorted_logits, top_k, top_p) - 1).unsqueeze(1))
-    return logits.masked_fill(logits < cut, float("-inf"))
+    (What ``sample`` draws from, spelled out as logits.)"""
+    sorted_logits, order, cdf = _sorted_cdf(logits, temperature)
+    kept = torch.arange(logits.shape[-1], device=logits.device) < _kept_count(cdf, top_k, top_p).unsqueeze(1)
+    sorted_logits = sorted_logits.masked_fill(~kept, float("-inf"))
+    return torch.empty_like(sorted_logits).scatter_(1, order, sorted_logits)
 
 
 def sample(logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor, uniforms: Tensor) -> Tensor:
     """Ids (N,) drawn from the filtered softmax of logits (N, V) by inverse CDF at uniforms (N,) in [0, 1)."""
-    probs = torch.softmax(filter_logits(logits.float(), temperature, top_k, top_p), dim=-1)
-    cdf = probs.cumsum(dim=-1)
-    target = (uniforms.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)
-    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
+    _, order, cdf = _sorted_cdf(logits, temperature)
+    last = (_kept_count(cdf, top_k, top_p) - 1).unsqueeze(1)
+    target = uniforms.to(cdf.dtype).unsqueeze(1) * cdf.gather(1, last)
+    position = torch.minimum(torch.searchsorted(cdf, target, right=True), last)
+    return order.gather(1, position).squeeze(1)
 
 
 class RowSampler:
@@ -94,8 +101,8 @@ class RowSampler:
             n = int(self.repeats[s])
             uniforms.append(torch.rand(n, generator=self.generators[s]))
             start += n
-        u = torch.cat(uniforms).to(self.device)
-        index = torch.as_tensor(rows, device=self.device)
+        u = (uniforms[0] if len(uniforms) == 1 else torch.cat(uniforms)).to(self.device)
         if len(rows) == len(self.row_series) and np.array_equal(rows, np.arange(len(rows))):
             return sample(logits, self.temperature, self.top_k, self.top_p, u)
+        index = torch.as_tensor(rows, device=self.device)
         return sample(logits, self.temperature[index], self.top_k[index], self.top_p[index], u)

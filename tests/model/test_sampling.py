@@ -42,8 +42,26 @@ def test_zero_probability_tokens_are_never_drawn():
     assert set(ids.tolist()) <= {1, 3}
 
 
+def test_draws_walk_the_kept_tokens_from_the_most_probable():
+    probs = torch.tensor([0.1, 0.6, 0.3])
+    logits = probs.log().expand(3, 3)
+    assert sample(logits, *_params(3), torch.tensor([0.0, 0.65, 0.95])).tolist() == [1, 2, 0]
+
+
+def test_each_token_is_drawn_with_its_filtered_probability():
+    """An even grid of uniforms gives every kept token its exact share of the draws."""
+    probs = torch.tensor([0.05, 0.5, 0.1, 0.35])
+    n = 2000
+    u = (torch.arange(n) + 0.5) / n
+    full = torch.bincount(sample(probs.log().expand(n, 4), *_params(n), u), minlength=4)
+    torch.testing.assert_close(full / n, probs, atol=1 / n, rtol=0)
+    # top_p 0.8 keeps 0.5 and 0.35 (the crossing token stays), renormalized over 0.85
+    nucleus = torch.bincount(sample(probs.log().expand(n, 4), *_params(n, p=0.8), u), minlength=4)
+    torch.testing.assert_close(nucleus / n, torch.tensor([0, 0.5, 0, 0.35]) / 0.85, atol=1 / n, rtol=0)
+
+
 def test_per_row_settings():
-    logits = torch.tensor([[1.0, 3.0, 2.0]]).expand(2, 3)
-    temperature, top_k, top_p = torch.tensor([1.0, 1.0]), torch.tensor([1, 0]), torch.tensor([1.0, 1.0])
-    ids = sample(logits, temperature, top_k, top_p, torch.tensor([0.0, 0.0]))
-    assert ids.tolist() == [1, 0]  # greedy row vs a full-distribution draw at u = 0
+    logits = torch.tensor([[1.0, 3.0, 2.0]]).expand(3, 3)
+    temperature, top_k, top_p = torch.tensor([1.0, 1.0, 1.0]), torch.tensor([1, 0, 2]), torch.tensor([1.0, 1.0, 1.0])
+    ids = sample(logits, temperature, top_k, top_p, torch.tensor([0.999, 0.999, 0.999]))
+    assert ids.tolist() == [1, 0, 2]  # greedy; the least probable of all three; the second of the best two
