@@ -1,6 +1,6 @@
 """Recompute (the reference's algorithm) vs our fast decoder, side by side, on a Kronos-small-shaped model.
 
-    python benchmarks/decode.py            # the issue's cases (about 3-4 minutes on 2 cores)
+    python benchmarks/decode.py            # the issue's cases and a no-sliding row (about 7 minutes on 2 cores)
     python benchmarks/decode.py --quick    # smaller shapes, seconds
 
 Weights are random (Kronos-small / Kronos-Tokenizer-base shapes from SPEC); the input is real
