@@ -1,6 +1,6 @@
 """Measure one CPU instance's memory, CPU and latency: the figures in DEPLOYMENT_DEVICE_OPTIONS.md.
 
-    python tests/deploy/measure_resources.py [--shape bundled|small|base] [--repeats 5] [--threads 1]
+    python tests/deploy/measure_resources.py [--shape bundled|small|base] [--repeats 5] [--threads 2]
 
 Starts a real instance on a loopback port (as the container runs it), with the bundled model or a
 random-weight checkpoint of the published Kronos-small / Kronos-base shape (same size and speed
@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["bundled", "small", "base"], default="bundled")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", default="1", help="OMP_NUM_THREADS (the CPU compose default, KRONOS_CPU_THREADS)")
+    parser.add_argument("--threads", default="2", help="OMP_NUM_THREADS (the CPU compose default, KRONOS_CPU_THREADS)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
