@@ -11,6 +11,7 @@ exactly what the reference does, but only for the rows that slide.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,12 +99,19 @@ def generate_recompute(model: Kronos, series: list[SeriesTokens], max_context: i
     return results
 
 
+# Told the series that have just got all their tokens: (index, s1, s2), each (sample_count, pred_len).
+OnFinished = Callable[[list[tuple[int, Tensor, Tensor]]], None]
+
+
 @torch.inference_mode()
-def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int) -> list[tuple[Tensor, Tensor]]:
+def generate_cached(
+    model: Kronos, series: list[SeriesTokens], max_context: int, on_finished: OnFinished | None = None
+) -> list[tuple[Tensor, Tensor]]:
     """The fast path: every series and every sample path decoded together in one batched loop.
 
     Series may differ in length, pred_len, sample_count and sampling settings. The sample paths of
-    a series share one prefill. Returns what ``generate_recompute`` returns.
+    a series share one prefill. Returns what ``generate_recompute`` returns. ``on_finished`` hears
+    of each series (not cancelled) as soon as it has all its tokens, while the others go on.
     """
     device = next(model.parameters()).device
     net = InferenceWeights.of(model)
@@ -138,8 +146,20 @@ def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int)
 
     out1 = torch.zeros(n_rows, steps, dtype=torch.long, device=device)
     out2 = torch.zeros_like(out1)
+    delivered = np.zeros(len(series), dtype=bool)
+
+    def deliver(done_steps: int) -> None:
+        ready = [b for b, s in enumerate(series) if not delivered[b] and not s.cancelled and s.pred_len <= done_steps]
+        if on_finished is not None and ready:
+            delivered[ready] = True
+            rows = [slice(first_row[b], first_row[b] + repeats[b]) for b in ready]
+            on_finished(
+                [(b, out1[r, : series[b].pred_len], out2[r, : series[b].pred_len]) for b, r in zip(ready, rows)]
+            )
+
     positions_window = torch.arange(window, device=device)
     for i in range(steps):
+        deliver(i)
         for b, s in enumerate(series):
             if s.cancelled and pred_lens[first_row[b]] > i:
                 pred_lens[first_row[b] : first_row[b] + repeats[b]] = i  # its rows stop here
@@ -179,6 +199,7 @@ def generate_cached(model: Kronos, series: list[SeriesTokens], max_context: int)
             out2[rows_t, i] = next_s2
             cur[rows] += 1
 
+    deliver(steps)
     results = []
     for b, s in enumerate(series):
         rows = slice(first_row[b], first_row[b] + repeats[b])

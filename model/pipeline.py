@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -146,40 +146,50 @@ class KronosPredictor:
         self.clip = float(clip)
 
     # --- array level ---------------------------------------------------------------------
-    def forecast(self, series: Sequence[SeriesInput], *, fast: bool = True) -> list[Forecast | None]:
+    def forecast(
+        self,
+        series: Sequence[SeriesInput],
+        *,
+        fast: bool = True,
+        on_done: Callable[[int, Forecast], None] | None = None,
+    ) -> list[Forecast | None]:
         """Forecast every series together; ``fast=False`` runs the recompute oracle instead.
 
-        The entry of a series whose ``cancel`` event was set is None.
+        The entry of a series whose ``cancel`` event was set is None. ``on_done(i, forecast)`` is
+        called once per finished series: on the fast path as soon as its tokens are all generated
+        (a series with a short ``pred_len`` need not wait for its batch mates), else at the end.
         """
         if not series:
             raise InputError("no series given")
         prepared = [self._prepare(i, s) for i, s in enumerate(series)]
+        results: list[Forecast | None] = [None] * len(series)
+
+        def finish(done: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
+            paths = self._decode([jobs[i] for i, _, _ in done], [(g1, g2) for _, g1, g2 in done])
+            for (i, _, _), p in zip(done, paths):
+                x, _, seed = prepared[i]
+                center, scale = column_stats(x)
+                mean, samples = p.mean(axis=0) * scale + center, p * scale + center
+                results[i] = Forecast(
+                    series[i].future_timestamps, mean.astype(np.float64), samples.astype(np.float64), seed
+                )
+                if on_done is not None:
+                    on_done(i, results[i])
+
         with torch.inference_mode():
-            normalized = [p[0] for p in prepared]
-            tokens = self._encode(normalized)
-            seeds = [p[2] for p in prepared]
+            tokens = self._encode([p[0] for p in prepared])
             jobs = []
             for s, (s1, s2), (_, stamps, seed) in zip(series, tokens, prepared):
                 generator = torch.Generator().manual_seed(seed)
                 params = SamplingParams(s.temperature, s.top_k, s.top_p)
                 jobs.append(SeriesTokens(s1, s2, stamps, s.pred_len, s.sample_count, params, generator, s.cancel))
-            generate = generate_cached if fast else generate_recompute
-            generated = generate(self.model, jobs, self.max_context)
-            finished = [i for i, job in enumerate(jobs) if not job.cancelled]
-            decoded: list[np.ndarray | None] = [None] * len(jobs)
-            if finished:
-                paths = self._decode([jobs[i] for i in finished], [generated[i] for i in finished])
-                for i, p in zip(finished, paths):
-                    decoded[i] = p
-        results: list[Forecast | None] = []
-        for s, (x, _, _), paths, seed in zip(series, prepared, decoded, seeds):
-            if paths is None:
-                results.append(None)
-                continue
-            center, scale = column_stats(x)
-            mean = paths.mean(axis=0) * scale + center
-            samples = paths * scale + center
-            results.append(Forecast(s.future_timestamps, mean.astype(np.float64), samples.astype(np.float64), seed))
+            if fast:
+                generated = generate_cached(self.model, jobs, self.max_context, on_finished=finish)
+            else:
+                generated = generate_recompute(self.model, jobs, self.max_context)
+            rest = [i for i, job in enumerate(jobs) if results[i] is None and not job.cancelled]
+            if rest:
+                finish([(i, *generated[i]) for i in rest])
         return results
 
     def _prepare(self, index: int, s: SeriesInput) -> tuple[np.ndarray, torch.Tensor, int]:

@@ -130,3 +130,33 @@ def test_a_cancelled_series_stops_and_leaves_the_others_untouched(make_predictor
         assert dropped is None
         np.testing.assert_allclose(kept.samples, alone.samples, rtol=1e-5)
     assert predictor.forecast([series(6, cancelled)]) == [None]
+
+
+def test_each_series_is_handed_over_as_soon_as_its_tokens_are_done(make_predictor, conformance_input):
+    """on_done hears of a short series while a longer batch mate is still decoding, and with the
+    same forecast that the call returns and that the series gets alone."""
+    predictor = make_predictor(max_context=128)
+    stamps = pd.DatetimeIndex(conformance_input["timestamps"])
+    step = stamps[-1] - stamps[-2]
+
+    def series(pred_len, seed):
+        future = pd.date_range(stamps[-1] + step, periods=pred_len, freq=step)
+        return SeriesInput(conformance_input[COLUMNS].to_numpy(), stamps, future, sample_count=2, seed=seed)
+
+    batch = [series(40, 1), series(3, 2), series(40, 3), series(12, 4)]
+    heard = []
+
+    def on_done(i, forecast):
+        heard.append((i, forecast))
+
+    results = predictor.forecast(batch, on_done=on_done)
+    assert [i for i, _ in heard] == [1, 3, 0, 2]  # in the order their pred_len ends
+    for i, forecast in heard:
+        assert forecast is results[i]
+    (alone,) = predictor.forecast([series(3, 2)])
+    np.testing.assert_allclose(results[1].samples, alone.samples, rtol=1e-5)
+
+    heard.clear()  # the recompute path tells the same, at the end
+    oracle = predictor.forecast(batch, fast=False, on_done=on_done)
+    assert sorted(i for i, _ in heard) == [0, 1, 2, 3]
+    np.testing.assert_allclose(oracle[3].samples, results[3].samples, rtol=1e-5)
