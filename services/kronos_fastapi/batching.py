@@ -47,10 +47,13 @@ QUEUED, RUNNING, DONE = "queued", "running", "done"
 RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 60
 
 Outcome = Forecast | None | BaseException
-Predict = Callable[[list[SeriesInput]], Sequence[Forecast | None]]
+# Told, from the model thread, that series i of a batch is done: its answer need not wait for the rest.
+OnDone = Callable[[int, Forecast], None]
+# KronosPredictor.forecast: the series, and an on_done keyword.
+Predict = Callable[..., Sequence[Forecast | None]]
 # A model batch in the model thread: one outcome per series (a Forecast, None when cancelled, or the
-# ServiceError that series' request gets).
-RunBatch = Callable[[list[SeriesInput]], Sequence[Forecast | None | ServiceError]]
+# ServiceError that series' request gets); on_done hears of each forecast as soon as it is ready.
+RunBatch = Callable[[list[SeriesInput], OnDone | None], Sequence[Forecast | None | ServiceError]]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -66,7 +69,10 @@ def _cancelled(series: SeriesInput) -> bool:
 
 
 def forecast_splitting(
-    predict: Predict, series: Sequence[SeriesInput], on_split: Callable[[BaseException, int], None] | None = None
+    predict: Predict,
+    series: Sequence[SeriesInput],
+    on_split: Callable[[BaseException, int], None] | None = None,
+    on_done: OnDone | None = None,
 ) -> list[Outcome]:
     """``predict(series)`` with one outcome per series: its Forecast, None when it was cancelled, or
     the exception that series alone raises.
@@ -75,26 +81,45 @@ def forecast_splitting(
     one series, which then gets the error. Every series gets the numbers it would get alone, so a
     retry changes nothing but the time. Any other exception fails the whole batch: retrying it
     would cost up to 2n - 1 more model calls on an error that probably is not the input's.
-    Cancelled series are left out of every attempt.
+    Cancelled series are left out of every attempt. ``on_done(i, forecast)`` (i indexes ``series``)
+    may hear of a series before the call returns, and again from a retry after a split.
     """
     outcomes: list[Outcome] = [None] * len(series)
     live = [i for i, s in enumerate(series) if not _cancelled(s)]
     if not live:
         return outcomes
+
+    def part(indices: list[int]) -> OnDone | None:
+        return None if on_done is None else lambda j, forecast: on_done(indices[j], forecast)
+
     try:
-        results: list[Outcome] = list(predict([series[i] for i in live]))
+        kwargs = {} if on_done is None else {"on_done": part(live)}
+        results: list[Outcome] = list(predict([series[i] for i in live], **kwargs))
     except Exception as exc:  # noqa: BLE001 — every failure becomes an outcome; the caller maps it
         if len(live) > 1 and (is_out_of_memory(exc) or isinstance(exc, InputError)):
             if on_split is not None:
                 on_split(exc, len(live))
-            half = len(live) // 2
-            results = forecast_splitting(predict, [series[i] for i in live[:half]], on_split)
-            results += forecast_splitting(predict, [series[i] for i in live[half:]], on_split)
+            halves = (live[: len(live) // 2], live[len(live) // 2 :])
+            results = []
+            for half in halves:
+                results += forecast_splitting(predict, [series[i] for i in half], on_split, part(half))
         else:
             results = [exc] * len(live)
     for i, result in zip(live, results):
         outcomes[i] = result
     return outcomes
+
+
+def _answer(job: Job, outcome: Outcome) -> None:
+    """Settle a job's future, unless its request already ended (answered early, timeout, disconnect)."""
+    if job.future.done():
+        return
+    if isinstance(outcome, Forecast):
+        job.future.set_result(outcome)
+    elif isinstance(outcome, BaseException):
+        job.future.set_exception(outcome)
+    else:
+        job.future.cancel()
 
 
 @dataclass(eq=False)
@@ -291,19 +316,16 @@ class BatchScheduler:
             self._free_since = time.monotonic()
             for job, outcome in zip(jobs, outcomes):
                 job.state = DONE
-                if job.future.done():  # its request already ended (timeout, disconnect)
-                    continue
-                if isinstance(outcome, Forecast):
-                    job.future.set_result(outcome)
-                elif isinstance(outcome, BaseException):
-                    job.future.set_exception(outcome)
-                else:
-                    job.future.cancel()
+                _answer(job, outcome)
 
     async def _run(self, jobs: list[Job]) -> Sequence[Forecast | None | BaseException]:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self.executor, self.run_batch, [job.series for job in jobs])
+
+        def on_done(i: int, forecast: Forecast) -> None:  # in the model thread
+            loop.call_soon_threadsafe(_answer, jobs[i], forecast)
+
+        outcomes = await loop.run_in_executor(self.executor, self.run_batch, [job.series for job in jobs], on_done)
         elapsed = time.perf_counter() - started
         self.metrics.batch_duration.observe(elapsed)
         average, per_series = self._seconds_per_series, elapsed / len(jobs)

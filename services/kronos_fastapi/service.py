@@ -21,7 +21,7 @@ from model import Forecast, InputError, Kronos, KronosPredictor, KronosTokenizer
 from model.devices import resolve_device
 from model.errors import DeviceUnavailableError
 
-from .batching import BatchScheduler, forecast_splitting, is_out_of_memory
+from .batching import BatchScheduler, OnDone, forecast_splitting, is_out_of_memory
 from .errors import DeviceOutOfMemory, InvalidRequest, ModelNotReady, ServiceError
 from .metrics import ServiceMetrics
 from .schemas import ModelInfo
@@ -180,10 +180,13 @@ class ForecastService:
         self.metrics.predicted_series.labels(endpoint).inc(len(series))
         return forecasts
 
-    def _run_batch(self, series: list[SeriesInput]) -> list[Forecast | None | ServiceError]:
-        """One model batch, in the model thread: each series' forecast, or the error its request gets."""
+    def _run_batch(
+        self, series: list[SeriesInput], on_done: OnDone | None = None
+    ) -> list[Forecast | None | ServiceError]:
+        """One model batch, in the model thread: each series' forecast, or the error its request gets.
+        ``on_done`` hears of each forecast as soon as it is ready (its request is answered then)."""
         assert self.predictor is not None
-        outcomes = forecast_splitting(self.predictor.forecast, series, self._on_split)
+        outcomes = forecast_splitting(self.predictor.forecast, series, self._on_split, on_done)
         failures = {id(o): o for o in outcomes if isinstance(o, BaseException) and not _expected(o)}
         for failure in failures.values():
             logger.error("a model batch of %d series failed", len(series), exc_info=failure)

@@ -23,12 +23,12 @@ OOM_ABOVE_SERIES = 2
 _real_forecast = KronosPredictor.forecast
 
 
-def _forecast(self, series, *, fast=True):
+def _forecast(self, series, *, fast=True, on_done=None):
     if any(s.seed == FAILING_SEED for s in series):
         raise RuntimeError("injected model failure")
     if len(series) > OOM_ABOVE_SERIES or any(s.sample_count == OOM_SAMPLE_COUNT for s in series):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-    return _real_forecast(self, series, fast=fast)
+    return _real_forecast(self, series, fast=fast, on_done=on_done)
 
 
 if __name__ == "__main__":

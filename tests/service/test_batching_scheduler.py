@@ -96,6 +96,44 @@ def test_an_out_of_memory_batch_is_split_until_it_fits_and_the_numbers_do_not_ch
         assert_same(outcome, predictor.forecast([alone])[0])
 
 
+def test_each_series_is_reported_done_with_its_own_index_across_splits(predictor):
+    def run(batch: list[SeriesInput], **options):  # out of memory above 3 sample paths, as above
+        if sum(s.sample_count for s in batch) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return predictor.forecast(batch, **options)
+
+    heard: dict[int, Forecast] = {}
+    outcomes = forecast_splitting(run, MIXED, None, lambda i, forecast: heard.setdefault(i, forecast))
+    assert sorted(heard) == [0, 1, 2, 3]
+    for i, forecast in heard.items():
+        assert forecast is outcomes[i]
+        assert_same(forecast, predictor.forecast([MIXED[i]])[0])
+
+
+def test_a_short_series_is_answered_while_its_long_batch_mate_still_decodes(predictor):
+    def run_batch(batch: list[SeriesInput], on_done) -> list:
+        return forecast_splitting(predictor.forecast, batch, None, on_done)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    options = {"max_rows": 8, "max_tokens": 10_000, "context": 512, "max_queue": 8, "timeout_s": 60.0}
+    scheduler = BatchScheduler(run_batch, ThreadPoolExecutor(1), ServiceMetrics(), wait_s=0.2, **options)
+    short, long = series(30, 2, seed=21), series(30, 400, seed=22)
+
+    async def scenario():
+        quick = asyncio.ensure_future(scheduler.submit([short]))
+        slow = asyncio.ensure_future(scheduler.submit([long]))
+        (answer,) = await quick
+        still_decoding = not slow.done()
+        (long_answer,) = await slow
+        return answer, still_decoding, long_answer
+
+    answer, still_decoding, long_answer = asyncio.run(scenario())
+    assert still_decoding  # one batch of both (wait_s 0.2), yet the short one did not wait 398 steps
+    assert_same(answer, predictor.forecast([short])[0])
+    assert_same(long_answer, predictor.forecast([long])[0])
+
+
 def test_a_series_that_does_not_fit_alone_fails_alone(predictor):
     big = series(20, 4, sample_count=5, seed=9)
     outcomes = forecast_splitting(oom_above(predictor.forecast, 4, []), [MIXED[0], big, MIXED[3]])
@@ -203,7 +241,7 @@ class StandInModel:
         self.started = threading.Event()
         self.fail_next = False
 
-    def __call__(self, batch: list[SeriesInput]) -> Sequence:
+    def __call__(self, batch: list[SeriesInput], on_done=None) -> Sequence:
         self.batches.append([s.seed for s in batch])
         self.started.set()
         self.release.acquire(timeout=10)
