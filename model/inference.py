@@ -61,7 +61,6 @@ class InferenceWeights:
         self.d_model = cfg.d_model
         self.n_heads = cfg.n_heads
         self.head_dim = cfg.d_model // cfg.n_heads
-        self.ff_dim = cfg.ff_dim
         with torch.no_grad():
             self.blocks = [self._block(b) for b in model.transformer]
             # Every block has its own inv_freq buffer; they are equal in every published
@@ -86,19 +85,24 @@ class InferenceWeights:
             self.dep_query = (
                 F.linear(emb.emb_s1.weight.detach(), dep.q_proj.weight, dep.q_proj.bias) * dep_scale
             ).contiguous()
-            self.dep_kv = torch.cat((_input_major(dep.k_proj.weight), _input_major(dep.v_proj.weight)), dim=1)
-            self.dep_kv_bias = torch.cat((dep.k_proj.bias, dep.v_proj.bias)).detach()
             self.dep_out = _input_major(dep.out_proj.weight)
             self.dep_out_bias = dep.out_proj.bias.detach()
             self.dep_norm_weight = model.dep_layer.norm.weight.detach()
             self.dep_norm_eps = model.dep_layer.norm.eps
 
-            self.head_s1 = _input_major(model.head.proj_s1.weight)
-            self.head_s1_bias = model.head.proj_s1.bias.detach()
             # A decode step's new hidden state feeds both the dependency keys/values and the s1
-            # head: one product over both weights reads them in one pass.
-            self.step_heads_weight = torch.cat((self.dep_kv, self.head_s1), dim=1)
-            self.step_heads_bias = torch.cat((self.dep_kv_bias, self.head_s1_bias))
+            # head: one product over both weights reads them in one pass. The two are views of it.
+            self.step_heads_weight = torch.cat(
+                (
+                    _input_major(dep.k_proj.weight),
+                    _input_major(dep.v_proj.weight),
+                    _input_major(model.head.proj_s1.weight),
+                ),
+                dim=1,
+            )
+            self.step_heads_bias = torch.cat((dep.k_proj.bias, dep.v_proj.bias, model.head.proj_s1.bias)).detach()
+            self.dep_kv, self.head_s1 = self.step_heads_weight[:, : 2 * d], self.step_heads_weight[:, 2 * d :]
+            self.dep_kv_bias, self.head_s1_bias = self.step_heads_bias[: 2 * d], self.step_heads_bias[2 * d :]
             self.head_s2 = _input_major(model.head.proj_s2.weight)
             self.head_s2_bias = model.head.proj_s2.bias.detach()
 
