@@ -149,8 +149,10 @@ def generate_cached(
     delivered = np.zeros(len(series), dtype=bool)
 
     def deliver(done_steps: int) -> None:
+        if on_finished is None:
+            return
         ready = [b for b, s in enumerate(series) if not delivered[b] and not s.cancelled and s.pred_len <= done_steps]
-        if on_finished is not None and ready:
+        if ready:
             delivered[ready] = True
             rows = [slice(first_row[b], first_row[b] + repeats[b]) for b in ready]
             on_finished(
