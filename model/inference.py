@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .kv_cache import KVCache
-from .layers import RotaryEmbedding, apply_rotary, attend_one, state_key
+from .layers import RotaryEmbedding, apply_rotary, attend_one
 
 
 @dataclass
@@ -41,6 +41,13 @@ class _BlockWeights:
     rotary: RotaryEmbedding
     eps1: float
     eps2: float
+
+
+def _state_key(tensors) -> tuple:
+    """Changes whenever one of the tensors is replaced, moved or updated in place. (Tensors made
+    under inference_mode have no version counter; they can only be updated in place under
+    inference_mode, which this cannot see.)"""
+    return tuple((t.data_ptr(), t.device, -1 if t.is_inference() else t._version) for t in tensors)
 
 
 def _input_major(weight: Tensor, scale_in: Tensor | None = None, scale_out: float = 1.0) -> Tensor:
@@ -138,7 +145,7 @@ class InferenceWeights:
     def of(model) -> InferenceWeights:
         """The model's prepared weights, rebuilt when any parameter or buffer was replaced,
         moved or changed in place (its pointer, device or version differs)."""
-        key = state_key((*model.parameters(), *model.buffers()))
+        key = _state_key((*model.parameters(), *model.buffers()))
         cached = getattr(model, "_inference_weights", None)
         if cached is None or cached[0] != key:
             cached = (key, InferenceWeights(model))

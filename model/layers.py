@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kv_cache import LayerCache
-
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5):
@@ -24,37 +22,6 @@ class RMSNorm(nn.Module):
 
 
 _fused_rms_norm = getattr(F, "rms_norm", None)  # torch >= 2.4: one kernel instead of six
-
-
-def state_key(tensors) -> tuple:
-    """Changes whenever one of the tensors is replaced, moved or updated in place: for caches
-    derived from parameters. (Tensors made under inference_mode have no version counter; they
-    can only be updated in place under inference_mode, which such caches do not see.)"""
-    return tuple((t.data_ptr(), t.device, -1 if t.is_inference() else t._version) for t in tensors)
-
-
-class FusedLinears:
-    """Concatenated weights of several Linear layers fed the same input, for inference.
-
-    One matmul instead of several cuts per-step overhead in decoding. Rebuilt whenever a source
-    parameter is replaced, moved or updated in place (its pointer or version changes).
-    """
-
-    def __init__(self, *linears: nn.Linear):
-        self.linears = linears
-        self.key: tuple | None = None
-        self.weight: Tensor | None = None
-        self.bias: Tensor | None = None
-
-    def __call__(self, x: Tensor) -> Tensor:
-        key = state_key(p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None)
-        if key != self.key:
-            with torch.no_grad():
-                self.weight = torch.cat([lin.weight for lin in self.linears])
-                biases = [lin.bias for lin in self.linears]
-                self.bias = None if biases[0] is None else torch.cat(biases)
-            self.key = key
-        return F.linear(x, self.weight, self.bias)
 
 
 class RotaryEmbedding(nn.Module):
@@ -130,47 +97,22 @@ class AttentionProjections(nn.Module):
 
 
 class SelfAttention(AttentionProjections):
-    """Causal multi-head self-attention with rotary positions.
+    """Causal multi-head self-attention with rotary positions 0..L-1 over the tokens given.
 
-    Without a cache, or for a prefill, it attends causally over the tokens given at positions
-    0..L-1. For a one-token decode step it writes the keys/values at each row's cache column
-    (= its position) and attends over everything cached so far.
+    The plain implementation (training, the recompute oracle, the tokenizer); the fast decoder's
+    cached steps run on ``model.inference``.
     """
 
-    def __init__(self, d_model: int, n_heads: int):
-        super().__init__(d_model, n_heads)
-        self._qkv = FusedLinears(self.q_proj, self.k_proj, self.v_proj)
-
-    def _qkv_heads(self, x: Tensor) -> Tensor:
-        """q, k, v projections as (B, L, 3, H, hd)."""
+    def forward(self, x: Tensor) -> Tensor:
         b, n, d = x.shape
-        if torch.is_grad_enabled():
-            qkv = torch.cat((self.q_proj(x), self.k_proj(x), self.v_proj(x)), dim=-1)
-        else:
-            qkv = self._qkv(x)
-        return qkv.view(b, n, 3, self.n_heads, self.head_dim)
-
-    def forward(self, x: Tensor, cache: LayerCache | None = None) -> Tensor:
-        b, n, d = x.shape
-        if cache is None or n > 1:
-            cos, sin = self.rotary.first(n)  # (L, hd)
-            cos, sin = cos[:, None, None], sin[:, None, None]
-        else:
-            cos, sin = self.rotary.at(cache.owner.step.positions, cache.owner.step.used)  # (B, 1, 1, hd)
-            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        qkv = self._qkv_heads(x)
+        cos, sin = self.rotary.first(n)  # (L, hd)
+        qkv = torch.cat((self.q_proj(x), self.k_proj(x), self.v_proj(x)), dim=-1).view(
+            b, n, 3, self.n_heads, self.head_dim
+        )
         # Rotate q and k in one go: (B, L, 2, H, hd).
-        q, k = apply_rotary(qkv[:, :, :2], cos, sin).transpose(1, 3).unbind(2)
+        q, k = apply_rotary(qkv[:, :, :2], cos[:, None, None], sin[:, None, None]).transpose(1, 3).unbind(2)
         v = qkv[:, :, 2].transpose(1, 2)
-        if cache is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif n > 1:
-            # Prefill: causal over the fed (right-padded) tokens; padding sits after every real
-            # token of its row, so no real query ever sees it.
-            cache.prefill(k, v)
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            out = attend_one(q, *cache.append(k, v))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -180,13 +122,9 @@ class SwiGLU(nn.Module):
         self.w1 = nn.Linear(d_model, ff_dim, bias=False)
         self.w2 = nn.Linear(ff_dim, d_model, bias=False)
         self.w3 = nn.Linear(d_model, ff_dim, bias=False)
-        self._w13 = FusedLinears(self.w1, self.w3)
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
-            return self.w2(F.silu(self.w1(x)) * self.w3(x))
-        gate, up = self._w13(x).chunk(2, dim=-1)
-        return self.w2(F.silu(gate) * up)
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 class Block(nn.Module):
@@ -199,8 +137,8 @@ class Block(nn.Module):
         self.norm2 = RMSNorm(d_model)
         self.ffn = SwiGLU(d_model, ff_dim)
 
-    def forward(self, x: Tensor, cache: LayerCache | None = None) -> Tensor:
-        x = x + self.self_attn(self.norm1(x), cache)
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.self_attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .checkpoint import PretrainedMixin
 from .config import PredictorConfig
 from .kv_cache import KVCache
-from .layers import AttentionProjections, Block, RMSNorm, apply_rotary, attend_one
+from .layers import AttentionProjections, Block, RMSNorm, apply_rotary, attend_one, causal_stack
 
 
 class HierarchicalEmbedding(nn.Module):
@@ -119,15 +119,10 @@ class Kronos(PretrainedMixin, nn.Module):
     def embed(self, s1: Tensor, s2: Tensor, stamp: Tensor) -> Tensor:
         return self.embedding(s1, s2) + self.time_emb(stamp)
 
-    def trunk(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        """Blocks then the final norm: the hidden state h (B, L, d_model).
-
-        Without a cache, or with a cache and L > 1 (prefill), positions are 0..L-1; with a cache
-        and L == 1 (decode), each row's position is its cached length.
-        """
-        for i, block in enumerate(self.transformer):
-            x = block(x, None if cache is None else cache.layers[i])
-        return self.norm(x)
+    def trunk(self, x: Tensor) -> Tensor:
+        """Blocks then the final norm over positions 0..L-1: the hidden state h (B, L, d_model).
+        (The cached decoder's trunk is ``model.inference.InferenceWeights.trunk``.)"""
+        return self.norm(causal_stack(self.transformer, x))
 
     def new_cache(self, rows: int, capacity: int, lengths, expand: Tensor | int = 1) -> KVCache:
         p = next(self.parameters())
