@@ -116,7 +116,14 @@ def test_request_id_is_passed_and_echoed(lb, balancer):
     # Without one, nginx makes one, logs it and hands it to the instance, which echoes it.
     made = send(lb, "GET", "/v1/healthz")
     request_id = made.headers["X-Request-ID"]
-    logged = [json.loads(line) for line in balancer.access_log_lines() if request_id in line]
+
+    def logged_lines() -> list[dict]:
+        return [json.loads(line) for line in balancer.access_log_lines() if request_id in line]
+
+    # nginx writes the access-log line in its log phase, after the response has left: on a loaded
+    # machine the client can read the response before the line is written, so wait for it (bounded).
+    assert wait_until(lambda: bool(logged_lines()), timeout_s=10.0), "no access-log line for " + request_id
+    logged = logged_lines()
     assert [entry["request_id"] for entry in logged] == [request_id]
     assert logged[0]["backend_used"] == "cpu"
 

@@ -51,4 +51,4 @@ def test_the_guide_calls_are_shown():
     section = _section()
     for call in ("/v1/healthz", "/v1/readyz | jq '.device'", "/v1/predict/single", "/v1/predict/batch", "/v1/metrics"):
         assert call in section
-    assert "pip install torch==2.13.0 -e . && kronos-serve" in section
+    assert "pip install -c constraints.txt torch==2.13.0 -e . && kronos-serve" in section
