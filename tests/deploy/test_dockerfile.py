@@ -104,7 +104,9 @@ def test_starts_the_console_script():
 
 
 def test_torch_build_is_an_argument_with_the_readme_version_and_cpu_wheels_by_default():
-    readme_pin = re.search(r"pip install -c constraints.txt torch==([\d.]+) -e \.", (REPO / "README.md").read_text()).group(1)
+    readme_pin = re.search(
+        r"pip install -c constraints.txt torch==([\d.]+) -e \.", (REPO / "README.md").read_text()
+    ).group(1)
     assert arg_default("TORCH_VERSION") == readme_pin
     assert arg_default("TORCH_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
     runs = [rest for keyword, rest in stages()[0] if keyword == "RUN"]
