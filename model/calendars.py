@@ -167,11 +167,12 @@ def _sessions(
         seen = np.unique(times)
     else:
         # Too little to see the session: every step between the earliest and the latest time seen
-        # when the history shows a closed spell (a gap longer than the step), else round the clock;
-        # on the grid of the last row.
+        # when the history shows an overnight close (a gap longer than the step into a new day),
+        # else round the clock; on the grid of the last row.
         anchor = times[-1] % unit
         grid = np.arange(anchor, DAY.value, unit)
-        if (np.diff(index.asi8) > unit).any():
+        overnight = (np.diff(index.asi8) > unit) & (dates[1:] != dates[:-1])
+        if overnight.any():
             grid = grid[(grid >= times.min() - ((times.min() - anchor) % unit)) & (grid <= times.max())]
         seen = grid
     common = tuple(pd.Timedelta(int(t)) for t in seen)

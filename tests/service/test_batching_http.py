@@ -179,7 +179,7 @@ def test_a_full_queue_refuses_while_health_answers_and_hang_ups_free_places(serv
             full = client.post("/v1/predict/single", json=GUIDE_SINGLE)
             error = assert_error(full, 503, "queue_full")
             assert 1 <= int(full.headers["Retry-After"]) <= 60
-            assert "KRONOS_MAX_QUEUE" in error["message"] and error["details"]["queue_depth"] == 2
+            assert "KRONOS_MAX_QUEUE" in error["message"] and error["details"][0]["queue_depth"] == 2
             assert_error(client.post("/v1/predict/batch", json=GUIDE_BATCH_ONE), 503, "queue_full")
             # Health, readiness and metrics answer promptly while the queue is full.
             for path in ("/v1/healthz", "/v1/readyz", "/v1/metrics"):
