@@ -25,6 +25,7 @@ The Python API (``future_timestamps``), ``kronos-forecast`` and the service all 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,9 +146,11 @@ def infer_calendar(index: pd.DatetimeIndex) -> InferredCalendar:
         if step > DAY:
             for tail in (len(index), 24, 12, 6, 3):
                 if len(index) >= tail >= 3:
-                    inferred = pd.infer_freq(index[-tail:])
+                    with warnings.catch_warnings():  # pandas 3 warns that it will return an offset
+                        warnings.simplefilter("ignore")
+                        inferred = pd.infer_freq(index[-tail:])
                     if inferred:
-                        offset = pd.tseries.frequencies.to_offset(inferred)
+                        offset = pd.tseries.frequencies.to_offset(getattr(inferred, "freqstr", inferred))
                         break
             if offset is None:
                 offset = pd.tseries.frequencies.to_offset(step)
