@@ -16,6 +16,8 @@ import pandas as pd
 from .bundled import bundled_model_path
 from .errors import InputError, KronosError
 
+FEATURE_COLUMNS = ("open", "high", "low", "close", "volume", "amount")  # pipeline's, without loading torch
+
 FLOAT_FORMAT = "%.7g"  # float32 holds about 7 significant digits; more would be noise
 
 
@@ -83,6 +85,9 @@ def _timestamps(frame: pd.DataFrame, column: str | None) -> pd.DatetimeIndex | N
             )
     else:
         name = next((c for c in frame.columns if "time" in c or "date" in c), None)
+        first = frame.columns[0]
+        if name is None and first not in FEATURE_COLUMNS and not pd.api.types.is_numeric_dtype(frame[first]):
+            name = first  # an unnamed index column, as pandas writes one
         if name is None:
             return None
     try:
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .calendars import future_timestamps, synthetic_timestamps
     from .candles import RULE, describe_invalid, invalid_rows, repair_candles
-    from .pipeline import FEATURE_COLUMNS, PRICE_COLUMNS, KronosPredictor, SeriesInput, frame_columns
+    from .pipeline import PRICE_COLUMNS, KronosPredictor, SeriesInput, frame_columns
     from .predictor import Kronos
     from .tokenizer import KronosTokenizer
 
