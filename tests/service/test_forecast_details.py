@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -195,3 +196,20 @@ def test_float32_digits_keep_order():
     ordered = np.sort(np.random.default_rng(0).normal(100, 1e-3, size=1000))
     rounded = float32_digits(ordered)
     assert rounded == sorted(rounded)
+
+
+def test_the_readme_batch_example_is_a_real_forecast(client):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    bodies = re.findall(
+        r"predict/batch \\\n  -H \"Content-Type: application/json\" \\\n  -d '(\{.*?\})'\n", readme, re.S
+    )
+    real = json.loads(bodies[-1])
+    goog = _real("GOOG").iloc[-6:]
+    assert real["batch"][0]["data"] == goog[PRICES].to_numpy().tolist()  # the real candles, as printed
+    response = client.post("/v1/predict/batch", json=real)
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert _stamps(first)[0] == pd.Timestamp("2013-03-04") and set(_stamps(first).day_of_week) <= {0, 1, 2, 3, 4}
+    _all_candles_valid(first)
+    _all_candles_valid(second)
+    assert first["forecast"][0]["volume"] is None and isinstance(second["forecast"][0]["volume"], float)
