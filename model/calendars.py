@@ -208,34 +208,41 @@ def _exchange_future(
     """Bar starts after ``last`` on an exchange's sessions: sessions for daily steps (at ``last``'s
     time of day), else every ``step`` from each open, up to the close (early closes included)."""
     xcals = _exchange(code, name)
+    try:
+        return _sessions_after(xcals, code, last, periods, step, name)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — the package raises many types for dates it cannot serve
+        raise InputError(f"{name}: {code} cannot continue {last} by {periods} periods ({exc})") from None
+
+
+def _sessions_after(
+    xcals: Any, code: str, last: pd.Timestamp, periods: int, step: pd.Timedelta | pd.DateOffset, name: str
+) -> pd.DatetimeIndex:
     daily = not isinstance(step, pd.Timedelta) or step >= DAY
-    local_tz = None
-    days = 40 + periods * (2 if daily else 1)
     # Session labels are dates without a time zone.
-    start = (last.tz_localize(None) if last.tz is not None else last).normalize() - pd.Timedelta(days=7)
+    day = (last.tz_localize(None) if last.tz is not None else last).normalize()
+    # The package caches its default calendar (20 years back, one ahead); building another takes a second.
+    calendar = xcals.get_calendar(code)
+    days = 40 + periods * (2 if daily else 1)
     for _ in range(6):
-        end = start + pd.Timedelta(days=days)
-        try:
+        start, end = day - pd.Timedelta(days=7), day + pd.Timedelta(days=days)
+        if start < calendar.first_session or end > calendar.last_session:
             calendar = xcals.get_calendar(code, start=start, end=end)
-        except Exception as exc:  # noqa: BLE001 — the package raises many types for dates out of range
-            raise InputError(f"{name}: {code} has no sessions around {last} ({exc})") from None
-        local_tz = calendar.tz
         if daily:
-            sessions = calendar.sessions
-            stamps = pd.DatetimeIndex([_at(_local(s, last.tz), last - last.normalize()) for s in sessions])
+            sessions = calendar.sessions_in_range(start, end)
+            stamps = (sessions.tz_localize(None) if sessions.tz is not None else sessions) + (last - last.normalize())
+            if last.tz is not None:
+                ambiguous = np.ones(len(stamps), dtype=bool)
+                stamps = stamps.tz_localize(last.tz, ambiguous=ambiguous, nonexistent="shift_forward")
         else:
-            utc = calendar.trading_index(calendar.first_session, calendar.last_session, step, intervals=False)
-            stamps = utc.tz_convert(last.tz) if last.tz is not None else utc.tz_convert(local_tz).tz_localize(None)
+            utc = calendar.trading_index(start, end, step, intervals=False)
+            stamps = utc.tz_convert(last.tz) if last.tz is not None else utc.tz_convert(calendar.tz).tz_localize(None)
         after = stamps[stamps > last]
         if len(after) >= periods:
             return after[:periods]
         days *= 2
     raise InputError(f"{name}: {code} has too few sessions after {last} for {periods} periods")
-
-
-def _local(session: pd.Timestamp, tz: Any) -> pd.Timestamp:
-    session = session.tz_localize(None) if session.tz is not None else session
-    return session.tz_localize(tz) if tz is not None else session
 
 
 def future_timestamps(
