@@ -37,8 +37,24 @@ SIGNIFICANT_DIGITS = 7
 
 
 def float32_digits(values: np.ndarray) -> list:
-    """Nested lists of floats rounded to 7 significant digits (float32's precision)."""
-    return np.vectorize(lambda v: float(f"{v:.{SIGNIFICANT_DIGITS}g}"), otypes=[object])(values).tolist()
+    """Nested lists of floats rounded to 7 significant digits (float32's precision).
+
+    Vectorised: scaled by an exact power of ten, rounded, scaled back (a correctly rounded product or
+    quotient of an integer and a power of ten is the double nearest the decimal, which prints short).
+    The rare values outside 10^±15 go through Python's formatting instead."""
+    x = np.array(values, dtype=np.float64)
+    flat = x.reshape(-1)
+    finite = np.isfinite(flat) & (flat != 0)
+    decimals = np.zeros(flat.shape)
+    decimals[finite] = SIGNIFICANT_DIGITS - 1 - np.floor(np.log10(np.abs(flat[finite])))
+    scale = 10.0 ** np.abs(decimals)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = np.where(decimals >= 0, np.round(flat * scale) / scale, np.round(flat / scale) * scale)
+    fast = finite & (np.abs(decimals) <= 22)
+    flat[fast] = rounded[fast]
+    for i in np.flatnonzero(np.isfinite(flat) & ~fast):
+        flat[i] = float(f"{flat[i]:.{SIGNIFICANT_DIGITS}g}")
+    return x.tolist()
 
 
 def _candles(values: np.ndarray, columns: int) -> list[dict[str, Any]]:
