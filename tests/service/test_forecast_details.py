@@ -196,6 +196,9 @@ def test_float32_digits_keep_order():
     ordered = np.sort(np.random.default_rng(0).normal(100, 1e-3, size=1000))
     rounded = float32_digits(ordered)
     assert rounded == sorted(rounded)
+    rng = np.random.default_rng(1)
+    spread = rng.normal(size=20_000) * 10.0 ** rng.integers(-30, 30, size=20_000)
+    assert float32_digits(spread) == [float(f"{v:.7g}") for v in spread]  # the vectorised path is exact
 
 
 def test_the_readme_batch_example_is_a_real_forecast(client):
