@@ -92,9 +92,9 @@ def values(body) -> np.ndarray:
     if "results" in body:
         return np.concatenate([values(result) for result in body["results"]])
     if "prediction" in body:
-        return np.array([[row[c] for c in COLUMNS] for row in body["prediction"]]).ravel()
+        return np.array([row[c] for row in body["prediction"] for c in COLUMNS if row[c] is not None])
     rows = body["forecast"] + [row for band in body["quantiles"] or [] for row in band["forecast"]]
-    return np.array([[row[c] for c in COLUMNS] for row in rows]).ravel()
+    return np.array([row[c] for row in rows for c in COLUMNS if row[c] is not None])  # null: not given
 
 
 def post_all(url: str, requests: list[tuple[str, dict]]) -> list[httpx.Response]:
