@@ -42,6 +42,7 @@ WEEKDAYS = frozenset(range(5))  # Monday to Friday
 SYNTHETIC_START = pd.Timestamp("2024-01-01T00:00:00")
 _SHORT_HISTORY = pd.Timedelta(days=14)
 _WEEK = pd.Timedelta(days=7)
+_FINEST_SESSION_STEP = pd.Timedelta(seconds=1)
 
 
 def parse_freq(freq: str, name: str = "freq") -> pd.DateOffset:
@@ -137,6 +138,9 @@ def infer_calendar(index: pd.DatetimeIndex) -> InferredCalendar:
         raise InputError("a calendar needs at least two timestamps to infer the step from")
     index = index.as_unit("ns")  # times of day are counted in nanoseconds below
     step = _step_of(index)
+    if step < _FINEST_SESSION_STEP:
+        # Sub-second bars: no sessions to infer, and a day of them would be millions of slots.
+        return InferredCalendar(step, frozenset(range(7)), None, pd.tseries.frequencies.to_offset(step))
     span = index[-1] - index[0]
     weekdays = frozenset(int(d) for d in np.unique(index.day_of_week))
     if span < _SHORT_HISTORY:
@@ -188,7 +192,8 @@ def _sessions(
                 own = np.unique(times[mine])
                 # Only a later open or an earlier close: a weekday never gains hours the others lack.
                 lo, hi = own.min(), own.max()
-                sessions[d] = tuple(t for t in common if lo <= t.value <= hi)
+                narrowed = tuple(t for t in common if lo <= t.value <= hi)
+                sessions[d] = narrowed or common
     return sessions
 
 

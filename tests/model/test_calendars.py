@@ -93,3 +93,21 @@ def test_explicit_freq_wins_and_short_histories_stay_sensible(goog):
     assert future_timestamps(history[-1:], 1, default_freq="h")[0] == history[-1] + pd.Timedelta("1h")
     with pytest.raises(InputError, match="freq"):
         future_timestamps(history, 2, freq="fortnight")
+
+
+def test_odd_histories_still_get_a_future():
+    # Three Mondays of irregular seconds: one weekday, a session narrower than its grid.
+    mondays = pd.DatetimeIndex(
+        [
+            "2024-03-04 09:00:00",
+            "2024-03-11 09:00:07",
+            "2024-03-11 09:00:09",
+            "2024-03-18 09:00:03",
+            "2024-03-18 09:00:05",
+        ]
+    )
+    future = future_timestamps(mondays, 3)
+    assert len(future) == 3 and future[0] > mondays[-1] and set(future.day_of_week) == {0}
+    # Sub-second bars just continue (a day of millisecond slots would be millions).
+    ticks = pd.date_range("2024-01-01", periods=5, freq="1ms")
+    assert future_timestamps(ticks, 2)[-1] == ticks[-1] + pd.Timedelta("2ms")
