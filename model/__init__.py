@@ -2,13 +2,32 @@
 
 Loads the official checkpoint folders (config.json + model.safetensors) and reproduces the
 reference forecasts, with a KV-cached, batched decoder.
+
+Names are imported on first use, so ``model.errors`` or ``model.bundled`` (what the service's
+settings and ``--help`` need) load without torch.
 """
 
-from .config import PredictorConfig, TokenizerConfig
-from .errors import CheckpointError, ConfigError, DeviceError, DeviceUnavailableError, InputError, KronosError
-from .pipeline import Forecast, KronosPredictor, SeriesInput
-from .predictor import Kronos
-from .tokenizer import KronosTokenizer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_WHERE = {
+    "PredictorConfig": "config",
+    "TokenizerConfig": "config",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "DeviceError": "errors",
+    "DeviceUnavailableError": "errors",
+    "InputError": "errors",
+    "KronosError": "errors",
+    "Forecast": "pipeline",
+    "KronosPredictor": "pipeline",
+    "SeriesInput": "pipeline",
+    "Kronos": "predictor",
+    "KronosTokenizer": "tokenizer",
+    "future_timestamps": "calendars",
+}
 
 __all__ = [
     "CheckpointError",
@@ -24,4 +43,25 @@ __all__ = [
     "PredictorConfig",
     "SeriesInput",
     "TokenizerConfig",
+    "future_timestamps",
 ]
+
+if TYPE_CHECKING:
+    from .calendars import future_timestamps
+    from .config import PredictorConfig, TokenizerConfig
+    from .errors import CheckpointError, ConfigError, DeviceError, DeviceUnavailableError, InputError, KronosError
+    from .pipeline import Forecast, KronosPredictor, SeriesInput
+    from .predictor import Kronos
+    from .tokenizer import KronosTokenizer
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -118,4 +118,7 @@ class PretrainedMixin:
         (path / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
         save_file(tensors, str(path / WEIGHTS_FILE))
+        # safetensors creates the file 0600; a model is read by other users (a container's non-root
+        # user, from a mounted folder), so it gets a config's ordinary 0644.
+        os.chmod(path / WEIGHTS_FILE, 0o644)
         return path

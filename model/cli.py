@@ -1,4 +1,10 @@
-"""``kronos-forecast``: forecast the candles of a CSV file from the command line."""
+"""``kronos-forecast``: forecast the candles of a CSV file from the command line.
+
+Writes CSV to stdout: the mean forecast (the columns the input has: open, high, low, close, and
+volume/amount only when given), optionally quantiles of close as a band, and every sample path to
+a file. Candles are repaired to be valid by default (``--no-repair`` keeps the raw model output);
+notes (the seed, repairs) go to stderr.
+"""
 
 from __future__ import annotations
 
@@ -8,58 +14,173 @@ import sys
 import pandas as pd
 
 from .bundled import bundled_model_path
-from .errors import KronosError
-from .predictor import Kronos
-from .tokenizer import KronosTokenizer
+from .errors import InputError, KronosError
+
+FEATURE_COLUMNS = ("open", "high", "low", "close", "volume", "amount")  # pipeline's, without loading torch
+
+FLOAT_FORMAT = "%.7g"  # float32 holds about 7 significant digits; more would be noise
 
 
-def main(argv: list[str] | None = None) -> int:
+def _levels(text: str) -> list[float]:
+    try:
+        levels = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not levels or not all(0 <= q <= 1 for q in levels):
+        raise argparse.ArgumentTypeError(f"{text!r}: quantile levels are numbers from 0 to 1, e.g. 0.1,0.5,0.9")
+    return levels
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kronos-forecast", description=__doc__)
-    parser.add_argument("csv", help="CSV with a timestamp column and open, high, low, close[, volume, amount]")
+    parser.add_argument("csv", help="CSV with open, high, low, close[, volume, amount] and usually a timestamp column")
     parser.add_argument("--pred-len", type=int, default=20)
     parser.add_argument("--model", default=str(bundled_model_path()), help="predictor folder (default: bundled)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: MODEL/tokenizer)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     parser.add_argument("--lookback", type=int, default=400, help="use at most this many last rows")
     parser.add_argument("--max-context", type=int, default=512)
-    parser.add_argument("--sample-count", type=int, default=1)
+    parser.add_argument("--sample-count", type=int, default=1, help="sample paths; the forecast is their mean")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
-        "--timestamp-column", default=None, help="default: the first column whose name mentions time or date"
+        "--timestamp-column",
+        default=None,
+        help="default: the first column whose name mentions time or date; without one, rows are consecutive "
+        "periods of --freq from 2024-01-01 and the output is numbered by step",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--freq",
+        default=None,
+        help="pandas frequency (5min, h, D, B) continued from the last timestamp, instead of the calendar "
+        "inferred from the timestamps (trading weekdays, session hours, step)",
+    )
+    parser.add_argument(
+        "--calendar", default=None, help="exchange calendar code (XNYS, XLON, ...) for exact sessions and holidays"
+    )
+    parser.add_argument(
+        "--quantiles",
+        type=_levels,
+        default=None,
+        help="levels such as 0.1,0.5,0.9: adds close_q<level> columns (quantiles of close over the sample "
+        "paths; needs --sample-count 2 or more)",
+    )
+    parser.add_argument("--paths", default=None, help="also write every sample path to this CSV file")
+    parser.add_argument(
+        "--no-repair", action="store_true", help="keep the model's raw candles (high may fall below open or close)"
+    )
+    parser.add_argument(
+        "--repair-input", action="store_true", help="repair invalid input candles instead of refusing the file"
+    )
+    return parser
 
-    from .pipeline import KronosPredictor
+
+def _timestamps(frame: pd.DataFrame, column: str | None) -> pd.DatetimeIndex | None:
+    if column is not None:
+        name = column.strip().lower()
+        if name not in frame.columns:
+            raise InputError(
+                f"--timestamp-column {column!r}: no such column; the columns are {', '.join(frame.columns)}"
+            )
+    else:
+        name = next((c for c in frame.columns if "time" in c or "date" in c), None)
+        first = frame.columns[0]
+        if name is None and first not in FEATURE_COLUMNS and not pd.api.types.is_numeric_dtype(frame[first]):
+            name = first  # an unnamed index column, as pandas writes one
+        if name is None:
+            return None
+    try:
+        return pd.DatetimeIndex(pd.to_datetime(frame[name]))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"timestamp column {name!r} is not parseable as timestamps ({exc})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from .calendars import future_timestamps, synthetic_timestamps
+    from .candles import RULE, describe_invalid, invalid_rows, repair_candles
+    from .pipeline import PRICE_COLUMNS, KronosPredictor, SeriesInput, frame_columns
+    from .predictor import Kronos
+    from .tokenizer import KronosTokenizer
+
+    def note(text: str) -> None:
+        print(f"kronos-forecast: {text}", file=sys.stderr)
 
     try:
-        frame = pd.read_csv(args.csv)
-        frame.columns = [c.strip().lower() for c in frame.columns]
-        ts_col = args.timestamp_column or next(
-            (c for c in frame.columns if "time" in c or "date" in c), frame.columns[0]
-        )
+        if args.quantiles and args.sample_count < 2:
+            raise InputError("--quantiles are taken over sample paths: give --sample-count 2 or more (e.g. 20)")
+        frame = frame_columns(pd.read_csv(args.csv), args.csv)
+        missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise InputError(
+                f"{args.csv}: no {', '.join(missing)} column(s); the columns are {', '.join(frame.columns)}"
+            )
         frame = frame.tail(args.lookback).reset_index(drop=True)
-        x_ts = pd.to_datetime(frame[ts_col])
-        step = x_ts.diff().median()
-        y_ts = pd.Series(pd.date_range(x_ts.iloc[-1] + step, periods=args.pred_len, freq=step))
+        columns = list(PRICE_COLUMNS) + [c for c in ("volume", "amount") if c in frame.columns]
+        if columns[4:5] == ["amount"]:
+            columns = columns[:4]  # amount without volume is not a model input
+        try:
+            candles = frame[columns].to_numpy(dtype="float64")
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{args.csv}: price/volume columns must be numeric ({exc})") from None
+        bad = invalid_rows(candles)
+        if len(bad):
+            if not args.repair_input:
+                raise InputError(
+                    f"{args.csv}: row {int(bad[0])} is not a valid candle ({describe_invalid(candles[bad[0]])}; "
+                    f"{len(bad)} such rows); a candle needs {RULE}. --repair-input widens high and low to fit"
+                )
+            candles, count = repair_candles(candles)
+            note(f"{count} input candle(s) repaired (high and low widened to cover open and close)")
+        x_ts = _timestamps(frame, args.timestamp_column)
+        stamped = x_ts is not None
+        if x_ts is None:
+            note(f"no timestamp column: rows are periods of {args.freq or 'D'} from 2024-01-01; output by step")
+            x_ts, y_ts = synthetic_timestamps(len(frame), args.pred_len, args.freq or "D")
+        else:
+            y_ts = future_timestamps(x_ts, args.pred_len, args.freq, args.calendar)
         model = Kronos.from_pretrained(args.model)
         tokenizer = KronosTokenizer.from_pretrained(args.tokenizer or f"{args.model}/tokenizer")
         predictor = KronosPredictor(model, tokenizer, device=args.device, max_context=args.max_context)
-        forecast = predictor.predict(
-            frame,
-            x_ts,
-            y_ts,
-            args.pred_len,
-            T=args.temperature,
+        series = SeriesInput(
+            candles=candles,
+            timestamps=x_ts,
+            future_timestamps=y_ts,
+            temperature=args.temperature,
             top_p=args.top_p,
             sample_count=args.sample_count,
             seed=args.seed,
+            clean=not args.no_repair,
         )
-    except (KronosError, OSError, KeyError, ValueError) as exc:
+        (forecast,) = predictor.forecast([series])
+    except (KronosError, OSError, ValueError) as exc:
         print(f"kronos-forecast: error: {exc}", file=sys.stderr)
         return 2
-    forecast.to_csv(sys.stdout, index_label="timestamp")
+    names = list(FEATURE_COLUMNS[: len(columns)])
+    if stamped:
+        index = pd.DatetimeIndex(forecast.timestamps, name="timestamp")
+    else:
+        index = pd.Index(range(1, args.pred_len + 1), name="step")
+    out = pd.DataFrame(forecast.mean[:, : len(names)], columns=names, index=index)
+    if args.quantiles:
+        for level, closes in zip(args.quantiles, forecast.close_quantiles(args.quantiles)):
+            out[f"close_q{level:g}"] = closes
+    if args.paths:
+        paths = pd.concat(
+            [
+                pd.DataFrame(path[:, : len(names)], columns=names, index=index).assign(path=i)
+                for i, path in enumerate(forecast.samples)
+            ]
+        )
+        paths = paths.set_index("path", append=True).reorder_levels(["path", index.name])
+        paths.to_csv(args.paths, float_format=FLOAT_FORMAT)
+    out.to_csv(sys.stdout, float_format=FLOAT_FORMAT)
+    note(f"seed {forecast.seed} (--seed {forecast.seed} reproduces this forecast)")
+    if forecast.repaired:
+        total = forecast.samples.shape[0] * forecast.samples.shape[1]
+        note(f"{forecast.repaired} of {total} sample-path candles repaired so that {RULE} (--no-repair: raw)")
     return 0
 
 

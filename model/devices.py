@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import DeviceError, DeviceUnavailableError
 
 DEVICE_CHOICES = "cpu, cuda, cuda:N, mps or auto"
 _PATTERN = re.compile(r"^(cpu|mps|auto|cuda(?::(\d+))?)$")
 
+if TYPE_CHECKING:
+    import torch
+
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -29,6 +33,8 @@ def parse_device(spec: str | torch.device | None) -> str:
 
 def resolve_device(spec: str | torch.device | None) -> torch.device:
     """The torch.device for spec; DeviceUnavailableError when this machine lacks it."""
+    import torch  # here, so that parsing a device string (settings, --help) does not load torch
+
     text = parse_device(spec)
     if text == "auto":
         if torch.cuda.is_available():

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .candles import repair_candles
 from .devices import resolve_device
 from .errors import InputError
 from .generation import SeriesTokens, generate_cached, generate_recompute
@@ -25,6 +26,9 @@ from .tokenizer import KronosTokenizer
 PRICE_COLUMNS = ("open", "high", "low", "close")
 FEATURE_COLUMNS = (*PRICE_COLUMNS, "volume", "amount")
 MIN_ROWS = 2
+# Drawn seeds stay below 2^53, the integers a JavaScript number (a float64) holds exactly, so a seed
+# read from a JSON answer by a browser or jq and sent back reproduces the forecast.
+SEED_BITS = 53
 _STD_EPS = 1e-5
 
 
@@ -81,6 +85,18 @@ def complete_features(candles: np.ndarray, name: str = "candles") -> np.ndarray:
     return x.astype(np.float32)
 
 
+def frame_columns(df: pd.DataFrame, name: str = "df") -> pd.DataFrame:
+    """df with its column names stripped and lower-cased (``Open``, ``Volume`` as in most data
+    sources), unless that makes two columns one."""
+    names = [str(c).strip().lower() for c in df.columns]
+    if names == list(df.columns):
+        return df
+    if len(set(names)) != len(names):
+        clashes = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"{name}: columns {', '.join(clashes)} appear twice when case is ignored")
+    return df.set_axis(names, axis=1)
+
+
 @dataclass
 class SeriesInput:
     """One series to forecast, with its own generation settings."""
@@ -93,6 +109,9 @@ class SeriesInput:
     top_p: float = 0.9
     sample_count: int = 1
     seed: int | None = None
+    # Repair every sample path's candles (see ``candles.py``) and leave out the columns the candles
+    # lack (volume, amount); off by default, so the drop-in API gives the reference's numbers.
+    clean: bool = False
     # Set it (from any thread) to abandon this series mid-decode; forecast() then returns None for it.
     cancel: threading.Event | None = None
 
@@ -109,14 +128,21 @@ class Forecast:
     mean: np.ndarray  # (pred_len, 6)
     samples: np.ndarray  # (sample_count, pred_len, 6)
     seed: int
+    # The columns that mean something: all six, or (``clean``) only those the input had.
     columns: tuple[str, ...] = field(default=FEATURE_COLUMNS)
+    repaired: int = 0  # sample-path candles whose wicks were widened to cover their body (``clean``)
 
     def quantiles(self, levels: Sequence[float]) -> np.ndarray:
-        """(len(levels), pred_len, 6) quantiles over the sample paths."""
+        """(len(levels), pred_len, 6) per-column quantiles over the sample paths: each column on its
+        own, so a level's row is not one path's candle (with repaired paths it is still valid)."""
         return np.quantile(self.samples, np.asarray(levels, dtype=np.float64), axis=0)
 
+    def close_quantiles(self, levels: Sequence[float]) -> np.ndarray:
+        """(len(levels), pred_len) quantiles of the close over the sample paths: the headline band."""
+        return np.quantile(self.samples[..., 3], np.asarray(levels, dtype=np.float64), axis=0)
+
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.mean, columns=list(self.columns), index=self.timestamps)
+        return pd.DataFrame(self.mean[:, : len(self.columns)], columns=list(self.columns), index=self.timestamps)
 
 
 class KronosPredictor:
@@ -169,10 +195,15 @@ class KronosPredictor:
             for (i, _, _), p in zip(done, paths):
                 x, _, seed = prepared[i]
                 center, scale = column_stats(x)
-                mean, samples = p.mean(axis=0) * scale + center, p * scale + center
-                results[i] = Forecast(
-                    series[i].future_timestamps, mean.astype(np.float64), samples.astype(np.float64), seed
-                )
+                samples = (p * scale + center).astype(np.float64)
+                columns, repaired = FEATURE_COLUMNS, 0
+                if series[i].clean:
+                    samples, repaired = repair_candles(samples)
+                    columns = FEATURE_COLUMNS[: np.shape(series[i].candles)[1]]
+                    mean = samples.mean(axis=0)
+                else:
+                    mean = (p.mean(axis=0) * scale + center).astype(np.float64)  # the reference's arithmetic
+                results[i] = Forecast(series[i].future_timestamps, mean, samples, seed, columns, repaired)
                 if on_done is not None:
                     on_done(i, results[i])
 
@@ -209,7 +240,7 @@ class KronosPredictor:
         if y_ts[0] <= x_ts[-1]:
             raise InputError(f"{name}: y_timestamp must start after the last input timestamp {x_ts[-1]}")
         stamps = torch.from_numpy(np.concatenate([time_features(x_ts), time_features(y_ts)]))
-        seed = s.seed if s.seed is not None else secrets.randbits(63)
+        seed = s.seed if s.seed is not None else secrets.randbits(SEED_BITS)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
             raise InputError(f"{name}: seed must be an integer in [0, 2^63), got {seed!r}")
         return x, stamps, int(seed)
@@ -267,11 +298,18 @@ class KronosPredictor:
         sample_count: int = 1,
         verbose: bool = False,
         seed: int | None = None,
+        *,
+        clean: bool = False,
     ) -> pd.DataFrame:
-        """Forecast pred_len candles after df; a DataFrame indexed by y_timestamp."""
-        (forecast,) = self.forecast(
-            [self._frame_input(df, x_timestamp, y_timestamp, pred_len, T, top_k, top_p, sample_count, seed)]
-        )
+        """Forecast pred_len candles after df; a DataFrame indexed by y_timestamp.
+
+        ``clean=True``: every sample path's candles are repaired to be valid (so the mean is) and the
+        columns df lacks (volume, amount) are left out, instead of the reference's numbers.
+        ``model.future_timestamps(x_timestamp, pred_len)`` makes a y_timestamp on df's own calendar.
+        """
+        series = self._frame_input(df, x_timestamp, y_timestamp, pred_len, T, top_k, top_p, sample_count, seed)
+        series.clean = clean
+        (forecast,) = self.forecast([series])
         return forecast.to_frame()
 
     def predict_batch(
@@ -286,10 +324,13 @@ class KronosPredictor:
         sample_count: int = 1,
         verbose: bool = False,
         seed: int | None = None,
+        *,
+        clean: bool = False,
     ) -> list[pd.DataFrame]:
         """Forecast several series in one batch; unlike the reference, lengths and pred_len may differ.
 
         With a seed, series i uses seed + i, so each answer is the one ``predict`` gives with that seed.
+        ``clean`` as in ``predict``.
         """
         if not isinstance(df_list, (list, tuple)) or not df_list:
             raise InputError("df_list must be a non-empty list of DataFrames")
@@ -306,6 +347,8 @@ class KronosPredictor:
             self._frame_input(df, xs, ys, p, T, top_k, top_p, sample_count, None if seed is None else seed + i, i)
             for i, (df, xs, ys, p) in enumerate(zip(df_list, x_timestamp_list, y_timestamp_list, pred_lens))
         ]
+        for series in inputs:
+            series.clean = clean
         return [f.to_frame() for f in self.forecast(inputs)]
 
     @staticmethod
@@ -315,6 +358,7 @@ class KronosPredictor:
         name = "df" if index is None else f"df_list[{index}]"
         if not isinstance(df, pd.DataFrame):
             raise InputError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+        df = frame_columns(df, name)
         missing = [c for c in PRICE_COLUMNS if c not in df.columns]
         if missing:
             raise InputError(f"{name} is missing price column(s) {', '.join(missing)}")

@@ -26,8 +26,8 @@ from .middleware import (
     RequestContextMiddleware,
     UnhandledErrorMiddleware,
 )
-from .ratelimit import RateLimitMiddleware, build_limiter
-from .routes import health, metrics, predict
+from .ratelimit import RateLimitMiddleware, build_limiter, failed_auth_limit
+from .routes import docs, health, metrics, predict
 from .schemas import BatchRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
 from .service import ForecastService
 from .settings import Settings, load_settings
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Forecast OHLCV candlesticks with Kronos. Errors always have the shape "
         '`{"error": {"type", "message", "details"}}`; unknown request fields are rejected (422).',
         lifespan=lifespan,
-        docs_url="/docs" if settings.enable_docs else None,
+        docs_url=None,  # served by routes/docs.py from the package, not a CDN
         redoc_url=None,
         openapi_url="/openapi.json" if settings.enable_docs else None,
     )
@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.trusted_proxies = AddressList(settings.trusted_proxies)
 
     install_error_handlers(app)
-    routers = (health.router, predict.router, metrics.router)
+    routers = (health.router, predict.router, metrics.router) + ((docs.router,) if settings.enable_docs else ())
     for router in routers:
         app.include_router(router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
@@ -118,9 +118,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added innermost first: a request meets them bottom-up.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     # Before the body is read: a refused client costs little.
-    app.add_middleware(RateLimitMiddleware, limiter=build_limiter(settings), exempt_paths=PROBES)
+    limiter = build_limiter(settings)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, exempt_paths=PROBES)
     if settings.api_keys:
-        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=PROBES)
+        app.add_middleware(
+            ApiKeyMiddleware, keys=settings.api_keys, open_paths=PROBES, on_refused=failed_auth_limit(limiter)
+        )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

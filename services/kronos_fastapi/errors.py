@@ -1,6 +1,6 @@
 """The service's errors as types, and the one JSON shape every error response has.
 
-``{"error": {"type": ..., "message": ..., "details": ...}}`` — from route code, from the
+``{"error": {"type": ..., "message": ..., "details": [...]}}`` — from route code, from the
 middlewares (which answer before any route runs) and from the handlers registered here.
 """
 
@@ -103,6 +103,11 @@ class ClientDisconnected(ServiceError):
 
 
 def error_body(error_type: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The one error shape; ``details`` is always a list (of field problems, or of one object)."""
+    if details is None:
+        details = []
+    elif not isinstance(details, list):
+        details = [details]
     return {"error": {"type": error_type, "message": message, "details": details}}
 
 

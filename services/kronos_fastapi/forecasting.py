@@ -1,8 +1,8 @@
 """From request bodies to the model's ``SeriesInput`` (responses are shaped in ``responses.py``).
 
 All the rules about what a request means live here: which of the two request shapes it is, row
-forms, limits, timestamps (given, or a fixed calendar so a seeded request always gives the same
-answer), and how one-row series and quantile bands are handled.
+forms, limits, valid input candles, and how one-row series and quantile bands are handled. Future
+timestamps come from ``model.calendars`` (the history's own calendar, ``freq`` or ``calendar``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,11 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from model import SeriesInput
+from model.calendars import future_timestamps, synthetic_timestamps
+from model.candles import RULE, describe_invalid, invalid_rows, repair_candles
+from model.errors import InputError
 from model.pipeline import FEATURE_COLUMNS as COLUMNS
+from model.pipeline import SEED_BITS
 
 from .errors import InvalidJSON, InvalidRequest, field_path, invalid_request_from
 from .schemas import (
@@ -30,10 +34,6 @@ from .schemas import (
     SingleRequest,
 )
 from .settings import Settings
-
-# Rows sent without timestamps are consecutive periods from here (a Monday), so the model's
-# calendar features — and with a seed, the answer — never depend on when the request was made.
-CALENDAR_START = pd.Timestamp("2024-01-01T00:00:00")
 
 _NEW_SINGLE = frozenset(SingleRequest.model_fields) - {"timestamps"}
 _LEGACY_SINGLE = frozenset(LegacySingleRequest.model_fields) - {"timestamps"}
@@ -48,6 +48,13 @@ class PreparedSeries:
     quantiles: list[float] | None = None
     has_timestamps: bool = True
     series_id: str | None = None
+    notes: list[str] = field(default_factory=list)  # said in the response: repairs, seeds a browser rounds
+    repaired_input: int = 0  # input rows repaired at the request's ask (``repair_input``)
+
+    @property
+    def columns(self) -> int:
+        """How many of open, high, low, close, volume, amount the request gave (4, 5 or 6)."""
+        return self.series.candles.shape[1]
 
 
 @dataclass
@@ -224,45 +231,53 @@ def timestamp_index(values: Sequence[Any], name: str) -> pd.DatetimeIndex:
     return index
 
 
-def _offset(freq: str, name: str) -> pd.DateOffset:
-    try:
-        offset = pd.tseries.frequencies.to_offset(freq)
-    except (ValueError, TypeError):
-        raise InvalidRequest(f"{name}: {freq!r} is not a pandas frequency (e.g. 5min, h, D, B, W)") from None
-    if offset is None or offset.n <= 0:
-        raise InvalidRequest(f"{name}: {freq!r} must move forward in time")
-    return offset
-
-
 @contextmanager
-def _calendar_errors(name: str) -> Iterator[None]:
-    """Timestamp arithmetic that leaves pandas' range (years 1677-2262) is the request's fault."""
+def _calendar_errors(prefix: tuple) -> Iterator[None]:
+    """``model.calendars`` names the field (freq, calendar, timestamps); put the item's path before it."""
     try:
         yield
-    except (ValueError, OverflowError, TypeError) as exc:
-        raise InvalidRequest(f"{name}: the timestamps cannot be extended ({exc})") from None
+    except InputError as exc:
+        where = _name(prefix)
+        raise InvalidRequest(f"{where}.{exc}" if prefix else str(exc)) from None
+    except (ValueError, OverflowError, TypeError) as exc:  # pandas' dates end in 2262
+        raise InvalidRequest(f"{_name(prefix, 'timestamps')}: the timestamps cannot be extended ({exc})") from None
 
 
-def _continue(last: pd.Timestamp, step: Any, periods: int, name: str) -> pd.DatetimeIndex:
-    with _calendar_errors(name):
-        return pd.date_range(start=last + step, periods=periods, freq=step)
+def _valid_input(
+    candles: np.ndarray, repair: bool, prefix: tuple, field_name: str, notes: list[str]
+) -> tuple[np.ndarray, int]:
+    """Input candles must be valid (422 naming the first bad row) unless the request asks to repair
+    them: (candles, rows repaired)."""
+    bad = invalid_rows(candles)
+    if not len(bad):
+        return candles, 0
+    if not repair:
+        row = int(bad[0])
+        more = f" ({len(bad) - 1} more rows too)" if len(bad) > 1 else ""
+        raise InvalidRequest(
+            f"{_name(prefix, field_name, row)}: not a valid candle: {describe_invalid(candles[row])}; a candle needs "
+            f"{RULE}{more}. Send repair_input: true to widen high and low to cover open and close",
+            [{"field": _name(prefix, field_name, int(r)), "message": describe_invalid(candles[r])} for r in bad[:20]],
+        )
+    repaired, count = repair_candles(candles)
+    notes.append(f"{count} input candle(s) repaired: high and low widened to cover open and close ({RULE})")
+    return repaired, count
 
 
-def _future_of(
-    index: pd.DatetimeIndex, freq: str | None, pred_len: int, settings: Settings, prefix: tuple
-) -> pd.DatetimeIndex:
-    """Future timestamps: ``freq`` if given, else the inferred frequency (business days stay business
-    days), else the median step; one row with no freq uses KRONOS_DEFAULT_FREQ."""
-    name = _name(prefix, "timestamps")
-    if freq is not None:
-        step: Any = _offset(freq, _name(prefix, "freq"))
-    elif len(index) == 1:
-        step = _offset(settings.default_freq, "KRONOS_DEFAULT_FREQ")
-    else:
-        inferred = pd.infer_freq(index) if len(index) >= 3 else None
-        # The median step, as a Timedelta (pandas 3 keeps timestamps in s/ms/us/ns units).
-        step = pd.tseries.frequencies.to_offset(inferred) if inferred else (index[1:] - index[:-1]).median()
-    return _continue(index[-1], step, pred_len, name)
+def _seed_note(seed: int | None, notes: list[str]) -> None:
+    if seed is not None and seed >= 2**SEED_BITS:
+        notes.append(
+            f"seed {seed} is 2^53 or more: JavaScript and jq read it as {float(seed):.0f}, another seed; "
+            "keep seeds below 2^53 (drawn seeds always are)"
+        )
+
+
+def _check_bands(prefix: tuple, quantiles: list[float] | None, sample_count: int) -> None:
+    if quantiles and sample_count < 2:
+        raise InvalidRequest(
+            f"{_name(prefix, 'quantiles')}: quantile bands are taken over sample paths and sample_count is "
+            f"{sample_count}; send sample_count of 2 or more (e.g. 20) with quantiles"
+        )
 
 
 def _pad_one_row(candles: np.ndarray, index: pd.DatetimeIndex, future: pd.DatetimeIndex):
@@ -277,6 +292,10 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
     candles = candles_array(request.data, prefix, "data")
     pred_len = request.pred_len if request.pred_len is not None else settings.default_pred_len
     _check_limits(prefix, "data", len(candles), pred_len, request.sample_count, settings)
+    _check_bands(prefix, request.quantiles, request.sample_count)
+    notes: list[str] = []
+    candles, repaired = _valid_input(candles, request.repair_input, prefix, "data", notes)
+    _seed_note(request.seed, notes)
     if request.timestamps is not None:
         if len(request.timestamps) != len(candles):
             raise InvalidRequest(
@@ -284,18 +303,19 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
                 "(one per row)"
             )
         index = timestamp_index(request.timestamps, _name(prefix, "timestamps"))
-        future = _future_of(index, request.freq, pred_len, settings, prefix)
+        with _calendar_errors(prefix):
+            future = future_timestamps(
+                index, pred_len, request.freq, request.calendar, default_freq=settings.default_freq
+            )
     else:
-        step = _offset(
-            request.freq or settings.default_freq, _name(prefix, "freq") if request.freq else "KRONOS_DEFAULT_FREQ"
-        )
+        if request.calendar is not None:
+            raise InvalidRequest(f"{_name(prefix, 'calendar')}: an exchange calendar needs the rows' timestamps")
         rows = max(len(candles), 2)
-        with _calendar_errors(_name(prefix, "freq")):
-            calendar = _continue(CALENDAR_START - step, step, rows + pred_len, _name(prefix, "freq"))
-        index, future = calendar[:rows], calendar[rows:]
+        with _calendar_errors(prefix):
+            index, future = synthetic_timestamps(rows, pred_len, request.freq or settings.default_freq)
         if len(candles) == 1:
             candles = np.repeat(candles, 2, axis=0)
-    with _calendar_errors(_name(prefix, "timestamps")):
+    with _calendar_errors(prefix):
         candles, index = _pad_one_row(candles, index, future)
     series = SeriesInput(
         candles=candles,
@@ -306,8 +326,11 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
         top_p=request.top_p,
         sample_count=request.sample_count,
         seed=request.seed,
+        clean=True,
     )
-    return PreparedSeries(series, len(request.data), request.quantiles, request.timestamps is not None)
+    return PreparedSeries(
+        series, len(request.data), request.quantiles, request.timestamps is not None, None, notes, repaired
+    )
 
 
 def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tuple) -> PreparedSeries:
@@ -320,6 +343,9 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
             f"{_name(prefix, 'overrides', 'pred_len')}: {pred_len} does not match the {given} prediction_timestamps"
         )
     sample_count = overrides.sample_count if overrides.sample_count is not None else 1
+    notes: list[str] = []
+    candles, repaired = _valid_input(candles, bool(overrides.repair_input), prefix, "candles", notes)
+    _seed_note(overrides.seed, notes)
     _check_limits(
         prefix,
         "candles",
@@ -347,7 +373,7 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         raise InvalidRequest(
             f"{_name(prefix, 'prediction_timestamps', 0)}: must be after the last timestamp {index[-1]}"
         )
-    with _calendar_errors(_name(prefix, "timestamps")):
+    with _calendar_errors(prefix):
         candles, index = _pad_one_row(candles, index, future)
     series = SeriesInput(
         candles=candles,
@@ -358,5 +384,6 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         top_p=overrides.top_p if overrides.top_p is not None else 0.9,
         sample_count=sample_count,
         seed=overrides.seed,
+        clean=True,
     )
-    return PreparedSeries(series, len(request.candles), None, True, request.series_id)
+    return PreparedSeries(series, len(request.candles), None, True, request.series_id, notes, repaired)

@@ -209,10 +209,13 @@ class ApiKeyMiddleware:
     fingerprint goes to the request state, where the rate limit keys on it.
     """
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], open_paths: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: Iterable[str], open_paths: Iterable[str], on_refused=None) -> None:
         self.app = app
         self.digests = [_key_digest(k) for k in keys]
         self.open_paths = frozenset(open_paths)
+        # Called with (scope, receive) for each refused request: the error to send instead of the 401
+        # (the rate limit's 429, once the client has spent its budget), or None.
+        self.on_refused = on_refused
 
     def _match(self, presented: str) -> bytes | None:
         digest = _key_digest(presented)
@@ -233,11 +236,13 @@ class ApiKeyMiddleware:
         matched = self._match(presented) if presented else None
         if matched is None:
             reason = "missing API key" if not presented else "invalid API key"
+            limited = self.on_refused(scope, receive) if self.on_refused else None
             return await send_error(
                 scope,
                 receive,
                 send,
-                Unauthorized(
+                limited
+                or Unauthorized(
                     f"{reason}: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                     headers={"WWW-Authenticate": 'Bearer realm="kronos"'},
                 ),

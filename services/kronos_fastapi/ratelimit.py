@@ -5,13 +5,16 @@ slowapi's own ASGI middleware loses its X-RateLimit-* headers on current Starlet
 and sets Retry-After even on successes, so this small middleware drives the Limiter itself:
 X-RateLimit-Limit/Remaining/Reset on every limited response, and a 429 in the service's error
 shape with Retry-After. Health, readiness and metrics are exempt, so probes never get a 429.
+
+A request refused for a missing or wrong API key is charged to its client's (IP) budget too
+(``failed_auth_limit``), so guessing keys ends in 429s like any other flood.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
@@ -19,7 +22,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import RateLimited
+from .errors import RateLimited, ServiceError
 from .middleware import send_error
 from .settings import Settings
 
@@ -41,6 +44,48 @@ def build_limiter(settings: Settings) -> Limiter:
     )
 
 
+def _window(limiter: Limiter, request: Request) -> tuple[dict[str, str], float]:
+    """The X-RateLimit-* headers and the seconds until the window resets."""
+    current = getattr(request.state, "view_rate_limit", None)
+    if current is None:
+        return {}, 0.0
+    item, args = current
+    reset_at, remaining = limiter.limiter.get_window_stats(item, *args)
+    wait = max(0.0, reset_at - time.time())
+    headers = {
+        "X-RateLimit-Limit": str(item.amount),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(math.ceil(wait)),
+    }
+    return headers, wait
+
+
+def _charge(limiter: Limiter, request: Request) -> RateLimited | None:
+    """Count the request against its client's budget: the 429 to send once it is spent, else None."""
+    try:
+        limiter._check_request_limit(request, None, True)
+    except RateLimitExceeded as exc:
+        headers, wait = _window(limiter, request)
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return RateLimited(
+            f"rate limit exceeded: {exc.detail} per client (KRONOS_RATE_LIMIT_PER_MINUTE)",
+            {"limit": str(exc.detail), "retry_after_s": int(headers["Retry-After"])},
+            headers,
+        )
+    return None
+
+
+def failed_auth_limit(limiter: Limiter) -> Callable[[Scope, Receive], ServiceError | None]:
+    """For ``ApiKeyMiddleware``: charge a request that failed authentication to its client's budget."""
+
+    def charge(scope: Scope, receive: Receive) -> ServiceError | None:
+        if not limiter.enabled:
+            return None
+        return _charge(limiter, Request(scope, receive))
+
+    return charge
+
+
 class RateLimitMiddleware:
     """429 + Retry-After once a client has used its KRONOS_RATE_LIMIT_PER_MINUTE requests."""
 
@@ -49,37 +94,14 @@ class RateLimitMiddleware:
         self.limiter = limiter
         self.exempt_paths = frozenset(exempt_paths)
 
-    def _window(self, request: Request) -> tuple[dict[str, str], float]:
-        """The X-RateLimit-* headers and the seconds until the window resets."""
-        current = getattr(request.state, "view_rate_limit", None)
-        if current is None:
-            return {}, 0.0
-        item, args = current
-        reset_at, remaining = self.limiter.limiter.get_window_stats(item, *args)
-        wait = max(0.0, reset_at - time.time())
-        headers = {
-            "X-RateLimit-Limit": str(item.amount),
-            "X-RateLimit-Remaining": str(remaining),
-            "X-RateLimit-Reset": str(math.ceil(wait)),
-        }
-        return headers, wait
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.limiter.enabled or scope["path"] in self.exempt_paths:
             return await self.app(scope, receive, send)
         request = Request(scope, receive)
-        try:
-            self.limiter._check_request_limit(request, None, True)
-        except RateLimitExceeded as exc:
-            headers, wait = self._window(request)
-            headers["Retry-After"] = str(max(1, math.ceil(wait)))
-            error = RateLimited(
-                f"rate limit exceeded: {exc.detail} per client (KRONOS_RATE_LIMIT_PER_MINUTE)",
-                {"limit": str(exc.detail), "retry_after_s": int(headers["Retry-After"])},
-                headers,
-            )
+        error = _charge(self.limiter, request)
+        if error is not None:
             return await send_error(scope, receive, send, error)
-        headers, _ = self._window(request)
+        headers, _ = _window(self.limiter, request)
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

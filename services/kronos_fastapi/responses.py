@@ -1,4 +1,9 @@
-"""From the model's ``Forecast`` back to response bodies, in the guide's shape or the original service's."""
+"""From the model's ``Forecast`` back to response bodies, in the guide's shape or the original service's.
+
+Values are rounded to 7 significant digits, what float32 (the model's precision) holds, so
+``105.0`` is not sent as ``104.99999237060547``; rounding keeps the order of values, so repaired
+candles stay valid. Columns the request did not give (volume, amount) are null, not invented.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from model import Forecast
+from model.candles import RULE
 from model.pipeline import FEATURE_COLUMNS as COLUMNS
 
 from .errors import InvalidRequest
@@ -27,27 +33,75 @@ def _stamps(item: PreparedSeries, forecast: Forecast) -> list[str | None]:
     return [t.isoformat() for t in forecast.timestamps]
 
 
-def _rows(values: np.ndarray, stamps: list[str | None]) -> list[dict[str, Any]]:
+SIGNIFICANT_DIGITS = 7
+
+
+def float32_digits(values: np.ndarray) -> list:
+    """Nested lists of floats rounded to 7 significant digits (float32's precision).
+
+    Vectorised: scaled by an exact power of ten, rounded, scaled back (a correctly rounded product or
+    quotient of an integer and a power of ten is the double nearest the decimal, which prints short).
+    The rare values outside 10^±15 go through Python's formatting instead."""
+    x = np.array(values, dtype=np.float64)
+    flat = x.reshape(-1)
+    finite = np.isfinite(flat) & (flat != 0)
+    decimals = np.zeros(flat.shape)
+    decimals[finite] = SIGNIFICANT_DIGITS - 1 - np.floor(np.log10(np.abs(flat[finite])))
+    scale = 10.0 ** np.abs(decimals)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = np.where(decimals >= 0, np.round(flat * scale) / scale, np.round(flat / scale) * scale)
+    fast = finite & (np.abs(decimals) <= 22)
+    flat[fast] = rounded[fast]
+    for i in np.flatnonzero(np.isfinite(flat) & ~fast):
+        flat[i] = float(f"{flat[i]:.{SIGNIFICANT_DIGITS}g}")
+    return x.tolist()
+
+
+def _candles(values: np.ndarray, columns: int) -> list[dict[str, Any]]:
+    """Rows of named values; the columns the request lacked are null."""
+    rounded = float32_digits(values[:, :columns]) if len(values) else []
+    missing = dict.fromkeys(COLUMNS[columns:])
+    return [{**dict(zip(COLUMNS, row)), **missing} for row in rounded]
+
+
+def _rows(values: np.ndarray, stamps: list[str | None], columns: int) -> list[dict[str, Any]]:
     return [
-        {"step": i + 1, "timestamp": stamp, **dict(zip(COLUMNS, row))}
-        for i, (stamp, row) in enumerate(zip(stamps, values.tolist()))
+        {"step": i + 1, "timestamp": stamp, **candle}
+        for i, (stamp, candle) in enumerate(zip(stamps, _candles(values, columns)))
+    ]
+
+
+def _repair_note(forecast: Forecast) -> list[str]:
+    if not forecast.repaired:
+        return []
+    total = forecast.samples.shape[0] * forecast.samples.shape[1]
+    return [
+        f"{forecast.repaired} of {total} sample-path candles repaired: high and low widened to cover open and "
+        f"close, so every candle has {RULE}"
     ]
 
 
 def forecast_result(item: PreparedSeries, forecast: Forecast, index: int = 0, batch: bool = False) -> dict[str, Any]:
     _finite(forecast.mean, item, index, batch)
     stamps = _stamps(item, forecast)
-    bands = None
+    bands = close_bands = None
     if item.quantiles:
         levels = forecast.quantiles(item.quantiles)
         _finite(levels, item, index, batch)
-        bands = [{"level": q, "forecast": _rows(values, stamps)} for q, values in zip(item.quantiles, levels)]
+        bands = [
+            {"level": q, "forecast": _rows(values, stamps, item.columns)} for q, values in zip(item.quantiles, levels)
+        ]
+        closes = float32_digits(forecast.close_quantiles(item.quantiles))
+        close_bands = [{"level": q, "close": values} for q, values in zip(item.quantiles, closes)]
     return {
         "pred_len": item.series.pred_len,
         "sample_count": item.series.sample_count,
         "seed": forecast.seed,
-        "forecast": _rows(forecast.mean, stamps),
+        "forecast": _rows(forecast.mean, stamps, item.columns),
         "quantiles": bands,
+        "close_quantiles": close_bands,
+        "repaired_candles": forecast.repaired,
+        "notes": item.notes + _repair_note(forecast),
     }
 
 
@@ -61,8 +115,8 @@ def legacy_result(
 ) -> dict[str, Any]:
     _finite(forecast.mean, item, index, batch)
     prediction = [
-        {"timestamp": t.isoformat(), **dict(zip(COLUMNS, row))}
-        for t, row in zip(forecast.timestamps, forecast.mean.tolist())
+        {"timestamp": t.isoformat(), **candle}
+        for t, candle in zip(forecast.timestamps, _candles(forecast.mean, item.columns))
     ]
     return {
         "series_id": item.series_id,

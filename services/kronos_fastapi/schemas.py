@@ -11,13 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Discriminator, Field, Strict, StrictInt, Tag
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Discriminator, Field, Strict, StrictBool, StrictInt, Tag
 
 # Candle values: JSON numbers only (no numeric strings, no "NaN"/"Infinity"), finite and bounded so
 # the model's normalisation cannot overflow.
 MAX_ABS_VALUE = 1e15
 Number = Annotated[float, Strict(), AllowInfNan(False), Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
-SEED_LIMIT = 2**63
+SEED_LIMIT = 2**63  # accepted; drawn seeds stay below 2^53 (exact in JavaScript), larger ones get a note
 
 # Tags of the two row forms; they show up in pydantic's error paths and are dropped from ours.
 ROW_TAGS = ("values", "named")
@@ -80,17 +80,42 @@ class SingleRequest(_Strict):
     pred_len: StrictInt | None = Field(None, ge=1, description="candles to forecast (default KRONOS_DEFAULT_PRED_LEN)")
     timestamps: list[datetime] | None = Field(
         None,
-        description="ISO 8601, one per row, strictly increasing; the forecast continues their frequency. Without "
-        "them rows are consecutive periods of `freq` (default KRONOS_DEFAULT_FREQ) from 2024-01-01T00:00",
+        description="ISO 8601, one per row, strictly increasing; the forecast continues their calendar (trading "
+        "weekdays, session hours and step, inferred). Without them rows are consecutive periods of `freq` "
+        "(default KRONOS_DEFAULT_FREQ) from 2024-01-01T00:00",
     )
-    freq: str | None = Field(None, description="pandas frequency of the rows (e.g. 5min, h, D, B); default: inferred")
+    freq: str | None = Field(
+        None,
+        description="pandas frequency continued from the last timestamp (e.g. 5min, h, D, B), replacing the "
+        "inferred calendar; with `calendar`, the bar length within a session",
+    )
+    calendar: str | None = Field(
+        None,
+        max_length=32,
+        description="exchange calendar code (exchange_calendars: XNYS, XNAS, XLON, XTKS, ...) for exact sessions "
+        "and holidays; needs timestamps",
+    )
+    repair_input: StrictBool = Field(
+        False,
+        description="repair input candles that break low <= min(open, close) <= max(open, close) <= high "
+        "(widen high and low) instead of a 422 naming the row",
+    )
     T: Number = Field(1.0, gt=0, description="sampling temperature")
     top_k: StrictInt = Field(0, ge=0, description="keep the k most likely tokens (0 = off)")
     top_p: Number = Field(0.9, gt=0, le=1, description="nucleus sampling threshold")
     sample_count: StrictInt = Field(1, ge=1, description="sample paths; the forecast is their mean")
-    seed: StrictInt | None = Field(None, ge=0, lt=SEED_LIMIT, description="makes the answer reproducible")
+    seed: StrictInt | None = Field(
+        None,
+        ge=0,
+        lt=SEED_LIMIT,
+        description="makes the answer reproducible; drawn seeds are below 2^53 so JavaScript keeps them exact",
+    )
     quantiles: list[Annotated[Number, Field(ge=0, le=1)]] | None = Field(
-        None, min_length=1, max_length=99, description="quantile levels over the sample paths, e.g. [0.1, 0.5, 0.9]"
+        None,
+        min_length=1,
+        max_length=99,
+        description="quantile levels over the sample paths, e.g. [0.1, 0.5, 0.9]; needs sample_count >= 2. "
+        "Answered as per-column quantiles and as quantiles of close (the band)",
     )
 
 
@@ -126,6 +151,7 @@ class Overrides(_Strict):
     top_p: Number | None = Field(None, gt=0, le=1)
     sample_count: StrictInt | None = Field(None, ge=1)
     seed: StrictInt | None = Field(None, ge=0, lt=SEED_LIMIT, description="an addition: makes the answer reproducible")
+    repair_input: StrictBool | None = Field(None, description="an addition: repair invalid input candles, not a 422")
 
 
 class LegacySingleRequest(_Strict):
@@ -170,12 +196,14 @@ class LegacyBatchRequest(_Strict):
 
 
 class CandleValues(BaseModel):
+    """A valid candle (low <= min(open, close) <= max(open, close) <= high), to float32's 7 digits."""
+
     open: float
     high: float
     low: float
     close: float
-    volume: float
-    amount: float
+    volume: float | None = Field(description="null when the request had no volume")
+    amount: float | None = Field(description="null when the request had no amount")
 
 
 class ForecastRow(CandleValues):
@@ -185,15 +213,25 @@ class ForecastRow(CandleValues):
 
 class QuantileBand(BaseModel):
     level: float
-    forecast: list[ForecastRow]
+    forecast: list[ForecastRow] = Field(description="per-column quantiles: each column on its own, not one path")
+
+
+class CloseBand(BaseModel):
+    level: float
+    close: list[float] = Field(description="the level's quantile of close at each step")
 
 
 class ForecastResult(BaseModel):
     pred_len: int
     sample_count: int
     seed: int = Field(description="the seed used; send it back to get the same answer")
-    forecast: list[ForecastRow] = Field(description="the mean over the sample paths")
+    forecast: list[ForecastRow] = Field(description="the mean over the (repaired) sample paths")
     quantiles: list[QuantileBand] | None = None
+    close_quantiles: list[CloseBand] | None = Field(None, description="quantiles of close: the headline band")
+    repaired_candles: int = Field(
+        0, description="sample-path candles whose high/low were widened to cover open and close"
+    )
+    notes: list[str] = Field(default_factory=list, description="what the service changed or warns about")
 
 
 class ServedBy(BaseModel):
@@ -281,7 +319,7 @@ class DetailedHealthResponse(BaseModel):
 class ErrorInfo(BaseModel):
     type: str = Field(examples=["validation_error"])
     message: str = Field(examples=["data[3][1]: Input should be a finite number"])
-    details: Any = None
+    details: list[Any] = Field(default_factory=list, description="always a list (empty when there is nothing more)")
 
 
 class ErrorResponse(BaseModel):

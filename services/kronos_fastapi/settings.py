@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address kronos-serve binds (0.0.0.0 in containers)")
     port: int = Field(8000, ge=0, le=65535, description="port kronos-serve binds")
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = Field("INFO", description="log level")
-    enable_docs: bool = Field(True, description="serve /docs and /openapi.json")
+    enable_docs: bool = Field(True, description="serve /docs, /redoc and /openapi.json")
     instance_name: str = Field(
         default_factory=socket.gethostname,
         description="this instance's name (X-Kronos-Instance header; default: host name)",

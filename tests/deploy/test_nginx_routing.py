@@ -82,6 +82,7 @@ def test_unknown_device_header_is_rejected_by_the_balancer(lb, header):
     assert answered_by(response) == ("none", None)  # no instance saw it
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"]["type"] == "invalid_device_header"
+    assert isinstance(response.json()["error"]["details"], list)  # the service's shape, also from nginx
 
 
 @pytest.mark.parametrize("path", ["/v1/healthz", "/v1/readyz", "/v1/healthz/detailed", "/v1/metrics"])
@@ -134,6 +135,7 @@ def test_oversize_body_gets_413_from_nginx(lb):
     assert response.status_code == 413
     assert answered_by(response) == ("none", None)
     assert response.json()["error"]["type"] == "payload_too_large"
+    assert isinstance(response.json()["error"]["details"], list)  # the service's shape, also from nginx
 
 
 def test_oversize_chunked_body_gets_413_from_nginx(lb):

@@ -59,7 +59,7 @@ def test_forecast_command_on_real_candles(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert lines[0] == "timestamp,open,high,low,close,volume,amount"
+    assert lines[0] == "timestamp,open,high,low,close,volume"  # EURUSD has no amount: none is invented
     assert len(lines) == 7
     assert np.isfinite(np.array([line.split(",")[1:] for line in lines[1:]], dtype=float)).all()
 

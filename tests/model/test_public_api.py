@@ -16,6 +16,7 @@ PUBLIC = {
     "PredictorConfig",
     "SeriesInput",
     "TokenizerConfig",
+    "future_timestamps",
 }
 
 

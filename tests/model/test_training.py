@@ -59,6 +59,9 @@ def test_tiny_run_lowers_both_losses_and_writes_loadable_checkpoint(tiny_run):
     assert model.config == TINY.predictor and tokenizer.config == TINY.tokenizer
     assert json.loads((out / "config.json").read_text())["d_model"] == TINY.predictor.d_model
     assert not (out.parent / f"{out.name}.train-state").exists()
+    # Readable by others (a container's non-root user reads it from a mounted folder): 0644, not 0600.
+    for weights in (out / "model.safetensors", out / "tokenizer" / "model.safetensors"):
+        assert weights.stat().st_mode & 0o777 == 0o644, oct(weights.stat().st_mode)
 
 
 def test_trained_checkpoint_gives_finite_forecasts(tiny_run, goog):

@@ -175,6 +175,7 @@ def assert_error(response: httpx.Response, status: int, error_type: str | None =
     error = body["error"]
     assert set(error) == {"type", "message", "details"}, error
     assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], list), error  # the same shape whatever the error
     if error_type is not None:
         assert error["type"] == error_type, error
     return error

@@ -79,7 +79,7 @@ def test_body_limit_with_content_length(servers):
     response = httpx.post(url + "/v1/predict/single", content=body, headers=headers)
     error = assert_error(response, 413, "payload_too_large")
     assert "KRONOS_MAX_REQUEST_SIZE_MB" in error["message"]
-    assert error["details"]["limit_bytes"] == int(0.01 * 2**20)
+    assert error["details"][0]["limit_bytes"] == int(0.01 * 2**20)
 
 
 def test_body_limit_without_content_length(servers):

@@ -12,13 +12,14 @@ from model.bundled import BUNDLED_NAME
 COLUMNS = ["open", "high", "low", "close", "volume", "amount"]
 
 
-def _check_forecast(result: dict, pred_len: int) -> None:
+def _check_forecast(result: dict, pred_len: int, columns: int = 4) -> None:
     assert result["pred_len"] == pred_len
     rows = result["forecast"]
     assert len(rows) == pred_len
     assert [row["step"] for row in rows] == list(range(1, pred_len + 1))
     for row in rows:
-        assert all(isinstance(row[c], float) for c in COLUMNS)
+        assert all(isinstance(row[c], float) for c in COLUMNS[:columns])
+        assert all(row[c] is None for c in COLUMNS[columns:])  # not given, so not invented
 
 
 def test_guide_single_payload(client):

@@ -92,9 +92,9 @@ def values(body) -> np.ndarray:
     if "results" in body:
         return np.concatenate([values(result) for result in body["results"]])
     if "prediction" in body:
-        return np.array([[row[c] for c in COLUMNS] for row in body["prediction"]]).ravel()
+        return np.array([row[c] for row in body["prediction"] for c in COLUMNS if row[c] is not None])
     rows = body["forecast"] + [row for band in body["quantiles"] or [] for row in band["forecast"]]
-    return np.array([[row[c] for c in COLUMNS] for row in rows]).ravel()
+    return np.array([row[c] for row in rows for c in COLUMNS if row[c] is not None])  # null: not given
 
 
 def post_all(url: str, requests: list[tuple[str, dict]]) -> list[httpx.Response]:
@@ -179,7 +179,7 @@ def test_a_full_queue_refuses_while_health_answers_and_hang_ups_free_places(serv
             full = client.post("/v1/predict/single", json=GUIDE_SINGLE)
             error = assert_error(full, 503, "queue_full")
             assert 1 <= int(full.headers["Retry-After"]) <= 60
-            assert "KRONOS_MAX_QUEUE" in error["message"] and error["details"]["queue_depth"] == 2
+            assert "KRONOS_MAX_QUEUE" in error["message"] and error["details"][0]["queue_depth"] == 2
             assert_error(client.post("/v1/predict/batch", json=GUIDE_BATCH_ONE), 503, "queue_full")
             # Health, readiness and metrics answer promptly while the queue is full.
             for path in ("/v1/healthz", "/v1/readyz", "/v1/metrics"):

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from model.calendars import SYNTHETIC_START as CALENDAR_START
 from services.kronos_fastapi.errors import InvalidRequest
-from services.kronos_fastapi.forecasting import CALENDAR_START, parse_batch, parse_single
+from services.kronos_fastapi.forecasting import parse_batch, parse_single
 from services.kronos_fastapi.settings import load_settings
 
 SETTINGS = load_settings(env_file=None)
@@ -42,8 +43,8 @@ def test_one_row_is_a_flat_two_row_history():
 
 
 def test_named_rows_become_columns_in_order():
-    body = {"data": [{"close": 4, "open": 1, "low": 3, "high": 2, "volume": 5}] * 2, "pred_len": 1}
-    assert _single(body).items[0].series.candles.tolist() == [[1, 2, 3, 4, 5]] * 2
+    body = {"data": [{"close": 3, "open": 2, "low": 1, "high": 4, "volume": 5}] * 2, "pred_len": 1}
+    assert _single(body).items[0].series.candles.tolist() == [[2, 4, 1, 3, 5]] * 2
 
 
 def test_legacy_pred_len_comes_from_prediction_timestamps():

@@ -62,6 +62,8 @@ options = {
     "quantiles": st.lists(st.floats(-0.5, 1.5), max_size=4),
     "timestamps": st.lists(stamps, max_size=8),
     "freq": st.sampled_from(["h", "D", "B", "5min", "W", "0h", "-1h", "xyz", ""]),
+    "calendar": st.sampled_from(["XNYS", "XLON", "24/7", "NOPE", ""]) | json_scalars,
+    "repair_input": st.booleans() | json_scalars,
 }
 single_bodies = st.fixed_dictionaries(
     {"data": st.lists(value_rows, min_size=1, max_size=8) | st.lists(named_rows, min_size=1, max_size=8)},

@@ -36,7 +36,8 @@ async def _parse(
     request: Request, parse: Callable[[bytes, Settings], ParsedRequest], settings: Settings
 ) -> ParsedRequest:
     body = await request.body()
-    if len(body) > _PARSE_OFF_LOOP_BYTES:
+    # An exchange calendar's first use builds its sessions (about a second): off the loop too.
+    if len(body) > _PARSE_OFF_LOOP_BYTES or b'"calendar"' in body:
         parsed = await asyncio.to_thread(parse, body, settings)
     else:
         parsed = parse(body, settings)
