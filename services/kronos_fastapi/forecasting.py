@@ -48,6 +48,7 @@ class PreparedSeries:
     quantiles: list[float] | None = None
     has_timestamps: bool = True
     series_id: str | None = None
+    request: SingleRequest | None = None  # the parsed single request (calibrated predict builds windows from it)
 
 
 @dataclass
@@ -120,7 +121,9 @@ def parse_single(body: bytes, settings: Settings) -> ParsedRequest:
         request = _validate(LegacySingleRequest, obj)
         return ParsedRequest(True, False, [legacy_series(request, settings, ())])
     request = _validate(SingleRequest, obj)
-    return ParsedRequest(False, False, [new_series(request, settings, ())])
+    item = new_series(request, settings, ())
+    item.request = request
+    return ParsedRequest(False, False, [item])
 
 
 def parse_batch(body: bytes, settings: Settings) -> ParsedRequest:
@@ -139,6 +142,9 @@ def parse_batch(body: bytes, settings: Settings) -> ParsedRequest:
         items = [legacy_series(item, settings, ("items", i)) for i, item in enumerate(request.items)]
     else:
         request = _validate(BatchRequest, obj)
+        for i, item in enumerate(request.batch):
+            if item.calibration is not None:
+                raise InvalidRequest(f"batch[{i}].calibration: calibrated bands are for /v1/predict/single only")
         items = [new_series(item, settings, ("batch", i)) for i, item in enumerate(request.batch)]
     return ParsedRequest(legacy, True, items)
 
