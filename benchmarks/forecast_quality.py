@@ -13,7 +13,8 @@ volatility band. The 10-90 band is calibrated split-conformally from earlier win
         --windows 15 a.csv b.csv --json quality.json
 
 Series are CSV files (timestamp column + open, high, low, close[, volume[, amount]]) or the names of
-the ``backtesting`` package's candles (GOOG daily, EURUSD hourly, BTCUSD monthly).
+the ``backtesting`` package's candles (GOOG daily, EURUSD hourly, BTCUSD monthly). ``--reconstruction``
+adds the tokenizer's round-trip error on the last ``--val-fraction`` of each series.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import Kronos, KronosPredictor, KronosTokenizer, SeriesInput  # noqa: E402
 from model.bundled import bundled_model_path  # noqa: E402
 from model.evaluation import backtest_report, backtest_windows, symmetric_pairs  # noqa: E402
-from model.training.data import CandleSeries, backtesting_csv_paths, load_csv  # noqa: E402
+from model.training.data import CandleSeries, backtesting_csv_paths, load_csv, normalize_window  # noqa: E402
+from model.training.losses import tokenizer_losses  # noqa: E402
 
 CLOSE = 3
 BACKTESTING_NAMES = ("GOOG", "EURUSD", "BTCUSD")
@@ -79,6 +81,34 @@ def backtest_series(predictor: KronosPredictor, series: CandleSeries, args: argp
     report["rows"] = len(series)
     del report["window_mae"]
     return report
+
+
+@torch.no_grad()
+def reconstruction(tokenizer: KronosTokenizer, s: CandleSeries, args: argparse.Namespace) -> dict[str, float]:
+    """Tokenizer round trip on the held-out rows (the last ``--val-fraction``), in chunks of pred_len,
+    each normalized with the lookback before it: MSE of the six normalized features from the full code
+    and from the coarse (s1-only) code, and the close's absolute error in % after de-normalization."""
+    first, chunk = s.split(args.val_fraction), args.pred_len
+    sums = {"mse_full": 0.0, "mse_coarse": 0.0, "close_abs_pct": 0.0}
+    rows = 0
+    for start in range(first, len(s), chunk):
+        lo, stop = max(0, start - args.lookback), min(start + chunk, len(s))
+        raw = s.candles[lo:stop]
+        x = torch.from_numpy(normalize_window(raw, start - lo, 5.0))[None]
+        mask = torch.zeros(1, stop - lo, dtype=torch.bool)
+        mask[0, start - lo :] = True
+        losses = tokenizer_losses(tokenizer, x, mask)
+        s1, s2 = tokenizer.encode(x)
+        decoded = tokenizer.decode(s1, s2)[0, start - lo :, CLOSE].numpy()
+        context = raw[: start - lo, CLOSE]
+        close = decoded * (context.std() + 1e-5) + context.mean()
+        actual = raw[start - lo :, CLOSE]
+        n = stop - start
+        sums["mse_full"] += float(losses.recon_full) * n
+        sums["mse_coarse"] += float(losses.recon_coarse) * n
+        sums["close_abs_pct"] += float(np.sum(100 * np.abs(close - actual) / np.abs(actual)))
+        rows += n
+    return {k: v / rows for k, v in sums.items()} | {"rows": rows}
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -135,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=64, help="windows per model batch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write every metric here")
+    parser.add_argument("--reconstruction", action="store_true", help="also the tokenizer's round trip")
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="held-out rows for --reconstruction")
     args = parser.parse_args(argv)
     pairs = symmetric_pairs(args.quantiles)
     if not pairs:
@@ -147,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     settings = {k: v for k, v in vars(args).items() if k not in ("series", "json")}
     results: dict = {"settings": settings, "series": {}}
-    for spec in args.series:
-        series = load_series(spec)
+    loaded = [load_series(spec) for spec in args.series]
+    for series in loaded:
         results["series"][Path(series.name).stem] = backtest_series(predictor, series, args)
+    if args.reconstruction:
+        results["reconstruction"] = {Path(s.name).stem: reconstruction(tokenizer, s, args) for s in loaded}
     results["seconds"] = time.perf_counter() - began
     widest = pairs[-1] if (0.1, 0.9) not in pairs else (0.1, 0.9)
     print(markdown(results, widest))
@@ -158,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         f"\n({results['seconds']:.0f} s; {args.windows} windows of {args.pred_len}, lookback {args.lookback}, "
         f"{args.paths} paths, T {args.temperature}, top_p {args.top_p}; scored on {scored}; model {args.model})"
     )
+    if args.reconstruction:
+        print("\n| series | held-out rows | MSE full code (normalized) | MSE coarse s1 code | close error % |")
+        print("|---|---|---|---|---|")
+        for name, r in results["reconstruction"].items():
+            print(f"| {name} | {r['rows']} | {r['mse_full']:.4f} | {r['mse_coarse']:.4f} | {r['close_abs_pct']:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

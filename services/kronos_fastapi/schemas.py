@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Discriminator, Field, Strict, StrictInt, Tag
+from pydantic.json_schema import SkipJsonSchema
 
 # Candle values: JSON numbers only (no numeric strings, no "NaN"/"Infinity"), finite and bounded so
 # the model's normalisation cannot overflow.
@@ -298,6 +299,8 @@ class BacktestRequest(SingleRequest):
         None, ge=2, description="rows of context per window (default KRONOS_MAX_CONTEXT, all the model sees)"
     )
     calibrate: bool = Field(False, description="also score bands calibrated on each window's earlier windows only")
+    # predict's calibration is not a backtest field: hidden from the schema, refused with a pointer to `calibrate`
+    calibration: SkipJsonSchema[CalibrationRequest | None] = None
 
 
 class BacktestWindow(BaseModel):

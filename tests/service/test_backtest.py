@@ -212,3 +212,13 @@ def test_backtest_windows_go_through_the_batcher_and_its_timeout(client, start_s
     )
     assert "KRONOS_REQUEST_TIMEOUT_S" in assert_error(response, 504, "timeout")["message"]
     assert httpx.get(slow.url + "/v1/readyz", timeout=10).status_code == 200  # nothing is wedged
+
+
+def test_openapi_documents_the_backtest(client):
+    schema = client.get("/openapi.json").json()
+    route = schema["paths"]["/v1/backtest"]["post"]
+    assert {"200", "422", "503", "504"} <= set(route["responses"])
+    fields = schema["components"]["schemas"]["BacktestRequest"]["properties"]
+    assert {"data", "pred_len", "windows", "step", "lookback", "calibrate", "seed", "quantiles"} <= set(fields)
+    assert "calibration" not in fields
+    assert "p_up" in schema["components"]["schemas"]["SingleResponse"]["properties"]
