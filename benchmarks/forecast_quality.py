@@ -1,22 +1,20 @@
-"""Forecast quality on held-out candles: a Kronos checkpoint against naive baselines, plus tokenizer reconstruction.
+"""Is the forecast any good? A Kronos checkpoint against naive baselines on real candles, with raw and
+calibrated band coverage: the same windows and the same metric code (``model/evaluation.py``) as
+``POST /v1/backtest``.
 
-For every series, the last ``--val-fraction`` of the rows (by time) is held out, as ``kronos-train``
-holds it out. Forecast origins t lie in that part; each forecast sees the ``--lookback`` candles
-before t (history, which may reach into the training part) and is scored on the close at t + h - 1,
-the h-step-ahead close, for h in ``--horizons``:
+For every series, window j (j = 0 … windows - 1) has origin ``n - pred_len - j * step``; it forecasts
+from the ``lookback`` rows before the origin (with their real timestamps, and the real timestamps of
+the rows it forecasts) and is scored on the closes of rows ``[origin, origin + pred_len)``. Window j
+uses seed ``seed + j``. Baselines: last value (persistence) and drift, each with a historical-
+volatility band. The 10-90 band is calibrated split-conformally from earlier windows only.
 
-- MAE, as a percentage of the last known close (so that series of different prices pool);
-- directional accuracy: the sign of (forecast close - last close) against the actual sign
-  (moves of exactly zero are skipped; the last-value baseline predicts no move, so it has none);
-- coverage of the 10-90% band: how often the actual close falls inside it (80% is calibrated).
-  Kronos's band comes from its sample paths; each baseline's from the empirical h-step log
-  returns of the same lookback window (centred on zero for the drift baseline).
+    python benchmarks/forecast_quality.py                                  # bundled model, GOOG and EURUSD
+    python benchmarks/forecast_quality.py --model runs/mine --lookback 256 --pred-len 20 --paths 20 \\
+        --windows 15 a.csv b.csv --json quality.json
 
-Baselines: last value (the close at t - 1) and drift (the straight line through the first and
-last close of the lookback window, extended h steps). Run::
-
-    python benchmarks/forecast_quality.py                       # the bundled model on the backtesting data
-    python benchmarks/forecast_quality.py --model runs/mine a.csv b.csv --json quality.json
+Series are CSV files (timestamp column + open, high, low, close[, volume[, amount]]) or the names of
+the ``backtesting`` package's candles (GOOG daily, EURUSD hourly, BTCUSD monthly). ``--reconstruction``
+adds the tokenizer's round-trip error on the last ``--val-fraction`` of each series.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,103 +33,62 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import Kronos, KronosPredictor, KronosTokenizer, SeriesInput  # noqa: E402
 from model.bundled import bundled_model_path  # noqa: E402
+from model.evaluation import backtest_report, backtest_windows, symmetric_pairs  # noqa: E402
 from model.training.data import CandleSeries, backtesting_csv_paths, load_csv, normalize_window  # noqa: E402
 from model.training.losses import tokenizer_losses  # noqa: E402
 
 CLOSE = 3
-BAND = (0.1, 0.9)
+BACKTESTING_NAMES = ("GOOG", "EURUSD", "BTCUSD")
 
 
-@dataclass
-class Scores:
-    """Per-origin errors for one (series, horizon), pooled later across series."""
-
-    abs_pct: dict[str, list[float]] = field(default_factory=lambda: {"kronos": [], "last": [], "drift": []})
-    direction: dict[str, list[bool]] = field(default_factory=lambda: {"kronos": [], "drift": []})
-    covered: dict[str, list[bool]] = field(default_factory=lambda: {"kronos": [], "last": [], "drift": []})
-
-    def extend(self, other: Scores) -> None:
-        for part in ("abs_pct", "direction", "covered"):
-            mine, theirs = getattr(self, part), getattr(other, part)
-            for k in mine:
-                mine[k].extend(theirs[k])
-
-    def row(self) -> dict[str, float]:
-        out = {"origins": len(self.abs_pct["kronos"])}
-        out.update({f"mae_pct_{k}": float(np.mean(v)) for k, v in self.abs_pct.items()})
-        out.update({f"dir_acc_{k}": float(np.mean(v)) if v else math.nan for k, v in self.direction.items()})
-        out.update({f"coverage_{k}": float(np.mean(v)) for k, v in self.covered.items()})
-        return out
+def load_series(spec: str) -> CandleSeries:
+    if spec.upper() in BACKTESTING_NAMES:
+        (path,) = backtesting_csv_paths([spec.upper()])
+        return load_csv(path)
+    return load_csv(spec)
 
 
-def origins_for(n: int, first: int, horizon: int, max_origins: int) -> range:
-    last = n - horizon  # the last origin whose h-th candle exists
-    if last < first:
-        return range(0)
-    stride = max(1, math.ceil((last - first + 1) / max_origins))
-    return range(first, last + 1, stride)
-
-
-def baseline_forecasts(closes: np.ndarray, horizon: int) -> dict[str, tuple[float, float, float]]:
-    """(point, band low, band high) of the last-value and drift baselines from a lookback of closes."""
-    last = closes[-1]
-    slope = (closes[-1] - closes[0]) / max(len(closes) - 1, 1)
-    log_moves = np.log(closes[horizon:] / closes[:-horizon]) if len(closes) > horizon else np.zeros(1)
-    low, high = np.quantile(log_moves, BAND)
-    centred_low, centred_high = np.quantile(log_moves - log_moves.mean(), BAND)
-    drift = last + horizon * slope
-    return {
-        "last": (last, last * math.exp(low), last * math.exp(high)),
-        "drift": (drift, drift * math.exp(centred_low), drift * math.exp(centred_high)),
-    }
-
-
-def score_series(
-    predictor: KronosPredictor, s: CandleSeries, horizon: int, args: argparse.Namespace
-) -> Scores:
-    scores = Scores()
-    first = s.split(args.val_fraction)
-    origins = list(origins_for(len(s), first, horizon, args.max_origins))
-    for chunk_start in range(0, len(origins), args.chunk):
-        chunk = origins[chunk_start : chunk_start + args.chunk]
-        inputs = []
-        for t in chunk:
-            lo = max(0, t - args.lookback)
-            inputs.append(
-                SeriesInput(
-                    candles=s.candles[lo:t],
-                    timestamps=s.timestamps[lo:t],
-                    future_timestamps=s.timestamps[t : t + horizon],
-                    temperature=args.temperature,
-                    top_p=args.top_p,
-                    sample_count=args.samples,
-                    seed=args.seed + t,
-                )
-            )
-        forecasts = predictor.forecast(inputs)
-        for t, forecast in zip(chunk, forecasts):
-            lo = max(0, t - args.lookback)
-            last = float(s.candles[t - 1, CLOSE])
-            actual = float(s.candles[t + horizon - 1, CLOSE])
-            paths = forecast.samples[:, horizon - 1, CLOSE]
-            points = {"kronos": (float(forecast.mean[horizon - 1, CLOSE]), *np.quantile(paths, BAND))}
-            points.update(baseline_forecasts(s.candles[lo:t, CLOSE].astype(np.float64), horizon))
-            for name, (point, band_lo, band_hi) in points.items():
-                scores.abs_pct[name].append(100 * abs(point - actual) / abs(last))
-                scores.covered[name].append(bool(band_lo <= actual <= band_hi))
-                if name in scores.direction and actual != last:
-                    scores.direction[name].append(bool(np.sign(point - last) == np.sign(actual - last)))
-    return scores
+def backtest_series(predictor: KronosPredictor, series: CandleSeries, args: argparse.Namespace) -> dict:
+    """The backtest report (as /v1/backtest computes it) of one series."""
+    windows = backtest_windows(len(series), args.pred_len, args.windows, args.step or args.pred_len, args.lookback)
+    inputs = [
+        SeriesInput(
+            candles=series.candles[w.start : w.origin],
+            timestamps=series.timestamps[w.start : w.origin],
+            future_timestamps=series.timestamps[w.origin : w.origin + args.pred_len],
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            sample_count=args.paths,
+            seed=args.seed + w.index,
+        )
+        for w in windows
+    ]
+    forecasts = []
+    for first in range(0, len(inputs), args.chunk):
+        forecasts += predictor.forecast(inputs[first : first + args.chunk])
+    closes = series.candles[:, CLOSE].astype(np.float64)
+    report = backtest_report(
+        np.stack([f.samples[:, :, CLOSE] for f in forecasts]),
+        np.stack([closes[w.origin : w.origin + args.pred_len] for w in windows]),
+        [closes[w.start : w.origin] for w in windows],
+        [w.origin for w in windows],
+        args.quantiles,
+        calibrate=True,
+        point=np.stack([f.mean[:, CLOSE] for f in forecasts]),
+    )
+    report["scored_rows"] = len(series) - windows[-1].origin
+    report["rows"] = len(series)
+    del report["window_mae"]
+    return report
 
 
 @torch.no_grad()
 def reconstruction(tokenizer: KronosTokenizer, s: CandleSeries, args: argparse.Namespace) -> dict[str, float]:
-    """Tokenizer round trip on the held-out rows, each chunk normalized with the lookback before it.
-
-    MSE of all six normalized features from the full code and from the coarse (s1-only) code, and
-    the close's absolute error in % of the close after de-normalization.
-    """
-    first, chunk = s.split(args.val_fraction), max(args.horizons)
+    """Tokenizer round trip on the held-out rows (the last ``--val-fraction``), in chunks of pred_len,
+    each normalized with the lookback before it: MSE of the six normalized features from the full code
+    and from the coarse (s1-only) code, and the close's absolute error in % after de-normalization."""
+    first, chunk = s.split(args.val_fraction), args.pred_len
     sums = {"mse_full": 0.0, "mse_coarse": 0.0, "close_abs_pct": 0.0}
     rows = 0
     for start in range(first, len(s), chunk):
@@ -155,72 +111,92 @@ def reconstruction(tokenizer: KronosTokenizer, s: CandleSeries, args: argparse.N
     return {k: v / rows for k, v in sums.items()} | {"rows": rows}
 
 
-def _pct(v: float) -> str:
-    return "—" if math.isnan(v) else f"{100 * v:.1f}%"
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
 
 
-def markdown(results: dict) -> str:
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _band(metrics: dict, pair: tuple[float, float], key: str) -> float | None:
+    for entry in metrics["coverage"]:
+        if (entry["lower"], entry["upper"]) == pair:
+            return entry.get(key)
+    return None
+
+
+def markdown(results: dict, pair: tuple[float, float]) -> str:
+    band = f"{round(100 * pair[0])}-{round(100 * pair[1])}"
     lines = [
-        "| series | h | origins | MAE % kronos | MAE % last | MAE % drift | dir. acc. kronos | dir. acc. drift "
-        "| 10-90% cov. kronos | cov. last | cov. drift |",
+        f"| series | forecast | MAE | MAPE | dir. acc. | CRPS | {band} cov. | calibrated | Brier | skill MAE "
+        "| skill CRPS |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for h, per_series in results["forecast"].items():
-        for name, r in per_series.items():
+    for name, report in results["series"].items():
+        rows = [("model", report["metrics"])] + list(report["baselines"].items())
+        for forecaster, m in rows:
+            calibrated = _band(m, pair, "observed_calibrated")
+            skill = m.get("skill", {})
             lines.append(
-                f"| {name} | {h} | {r['origins']} | {r['mae_pct_kronos']:.2f} | {r['mae_pct_last']:.2f} | "
-                f"{r['mae_pct_drift']:.2f} | {_pct(r['dir_acc_kronos'])} | {_pct(r['dir_acc_drift'])} | "
-                f"{_pct(r['coverage_kronos'])} | {_pct(r['coverage_last'])} | {_pct(r['coverage_drift'])} |"
+                f"| {name} | {forecaster} | {_num(m['mae'])} | {_num(m['mape'])}% | {_pct(m['direction_accuracy'])} "
+                f"| {_num(m['crps'])} | {_pct(_band(m, pair, 'observed'))} | "
+                f"{'—' if forecaster != 'model' else _pct(calibrated)} | {_num(m['brier'])} | "
+                f"{_num(skill.get('mae'), 2) if skill else '—'} | {_num(skill.get('crps'), 2) if skill else '—'} |"
             )
-    lines += [
-        "",
-        "| series | held-out rows | MSE full code (normalized) | MSE coarse s1 code (normalized) | close error % |",
-        "|---|---|---|---|---|",
-    ]
-    for name, r in results["reconstruction"].items():
-        lines.append(
-            f"| {name} | {r['rows']} | {r['mse_full']:.4f} | {r['mse_coarse']:.4f} | {r['close_abs_pct']:.3f} |"
-        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("csv", nargs="*", help="OHLCV CSV files (default: backtesting's GOOG, EURUSD, BTCUSD)")
+    parser.add_argument("series", nargs="*", default=["GOOG", "EURUSD"], help="CSV files or GOOG, EURUSD, BTCUSD")
     parser.add_argument("--model", default=str(bundled_model_path()), help="predictor folder (default: bundled)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: MODEL/tokenizer)")
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--horizons", type=int, nargs="+", default=[1, 5, 20])
-    parser.add_argument("--lookback", type=int, default=128)
-    parser.add_argument("--samples", type=int, default=20, help="sample paths per forecast")
+    parser.add_argument("--lookback", type=int, default=256, help="rows of context per window")
+    parser.add_argument("--pred-len", type=int, default=10, help="candles forecast per window")
+    parser.add_argument("--windows", type=int, default=30, help="windows per series, newest first")
+    parser.add_argument("--step", type=int, default=None, help="rows between origins (default pred-len)")
+    parser.add_argument("--paths", type=int, default=20, help="sample paths per window")
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-origins", type=int, default=100, help="per series and horizon (evenly spaced)")
-    parser.add_argument("--chunk", type=int, default=25, help="forecasts per batch")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=0.9, help="the service's default; 1.0 keeps the full spread")
+    parser.add_argument("--quantiles", type=float, nargs="+", default=[0.1, 0.5, 0.9])
+    parser.add_argument("--seed", type=int, default=0, help="window j uses seed + j")
+    parser.add_argument("--chunk", type=int, default=64, help="windows per model batch")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default=None, help="also write every metric here")
+    parser.add_argument("--reconstruction", action="store_true", help="also the tokenizer's round trip")
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="held-out rows for --reconstruction")
     args = parser.parse_args(argv)
+    pairs = symmetric_pairs(args.quantiles)
+    if not pairs:
+        parser.error("--quantiles needs a symmetric pair, e.g. 0.1 0.9")
 
-    paths = args.csv or backtesting_csv_paths()
-    series = [load_csv(p) for p in paths]
+    torch.manual_seed(args.seed)
     model = Kronos.from_pretrained(args.model)
     tokenizer = KronosTokenizer.from_pretrained(args.tokenizer or Path(args.model) / "tokenizer")
-    predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=args.lookback + max(args.horizons))
+    predictor = KronosPredictor(model, tokenizer, device=args.device, max_context=max(512, args.lookback))
     began = time.perf_counter()
-    results: dict = {"settings": {k: v for k, v in vars(args).items() if k not in ("csv", "json")}, "forecast": {}}
-    for h in args.horizons:
-        pooled, per_series = Scores(), {}
-        for s in series:
-            scores = score_series(predictor, s, h, args)
-            per_series[Path(s.name).stem] = scores.row()
-            pooled.extend(scores)
-        per_series["all"] = pooled.row()
-        results["forecast"][str(h)] = per_series
-    results["reconstruction"] = {Path(s.name).stem: reconstruction(tokenizer, s, args) for s in series}
+    settings = {k: v for k, v in vars(args).items() if k not in ("series", "json")}
+    results: dict = {"settings": settings, "series": {}}
+    loaded = [load_series(spec) for spec in args.series]
+    for series in loaded:
+        results["series"][Path(series.name).stem] = backtest_series(predictor, series, args)
+    if args.reconstruction:
+        results["reconstruction"] = {Path(s.name).stem: reconstruction(tokenizer, s, args) for s in loaded}
     results["seconds"] = time.perf_counter() - began
-    print(markdown(results))
-    print(f"\n({results['seconds']:.0f} s; lookback {args.lookback}, {args.samples} paths, T {args.temperature}, "
-          f"top_p {args.top_p})")
+    widest = pairs[-1] if (0.1, 0.9) not in pairs else (0.1, 0.9)
+    print(markdown(results, widest))
+    scored = ", ".join(f"{name}: last {r['scored_rows']} of {r['rows']} rows" for name, r in results["series"].items())
+    print(
+        f"\n({results['seconds']:.0f} s; {args.windows} windows of {args.pred_len}, lookback {args.lookback}, "
+        f"{args.paths} paths, T {args.temperature}, top_p {args.top_p}; scored on {scored}; model {args.model})"
+    )
+    if args.reconstruction:
+        print("\n| series | held-out rows | MSE full code (normalized) | MSE coarse s1 code | close error % |")
+        print("|---|---|---|---|---|")
+        for name, r in results["reconstruction"].items():
+            print(f"| {name} | {r['rows']} | {r['mse_full']:.4f} | {r['mse_coarse']:.4f} | {r['close_abs_pct']:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -27,8 +27,8 @@ from .middleware import (
     UnhandledErrorMiddleware,
 )
 from .ratelimit import RateLimitMiddleware, build_limiter, failed_auth_limit
-from .routes import docs, health, metrics, predict
-from .schemas import BatchRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
+from .routes import backtest, docs, health, metrics, predict
+from .schemas import BacktestRequest, BatchRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
 from .service import ForecastService
 from .settings import Settings, load_settings
 
@@ -79,7 +79,10 @@ def _openapi(app: FastAPI):
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        models = [(m, "validation") for m in (SingleRequest, BatchRequest, LegacySingleRequest, LegacyBatchRequest)]
+        models = [
+            (m, "validation")
+            for m in (SingleRequest, BatchRequest, LegacySingleRequest, LegacyBatchRequest, BacktestRequest)
+        ]
         _, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")
         schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
         app.openapi_schema = schema
@@ -110,7 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.trusted_proxies = AddressList(settings.trusted_proxies)
 
     install_error_handlers(app)
-    routers = (health.router, predict.router, metrics.router) + ((docs.router,) if settings.enable_docs else ())
+    routers = (health.router, predict.router, metrics.router, backtest.router)
+    routers += (docs.router,) if settings.enable_docs else ()
     for router in routers:
         app.include_router(router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]

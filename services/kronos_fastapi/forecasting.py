@@ -50,6 +50,7 @@ class PreparedSeries:
     series_id: str | None = None
     notes: list[str] = field(default_factory=list)  # said in the response: repairs, seeds a browser rounds
     repaired_input: int = 0  # input rows repaired at the request's ask (``repair_input``)
+    request: SingleRequest | None = None  # the parsed single request (calibrated predict builds windows from it)
 
     @property
     def columns(self) -> int:
@@ -127,7 +128,9 @@ def parse_single(body: bytes, settings: Settings) -> ParsedRequest:
         request = _validate(LegacySingleRequest, obj)
         return ParsedRequest(True, False, [legacy_series(request, settings, ())])
     request = _validate(SingleRequest, obj)
-    return ParsedRequest(False, False, [new_series(request, settings, ())])
+    item = new_series(request, settings, ())
+    item.request = request
+    return ParsedRequest(False, False, [item])
 
 
 def parse_batch(body: bytes, settings: Settings) -> ParsedRequest:
@@ -146,6 +149,9 @@ def parse_batch(body: bytes, settings: Settings) -> ParsedRequest:
         items = [legacy_series(item, settings, ("items", i)) for i, item in enumerate(request.items)]
     else:
         request = _validate(BatchRequest, obj)
+        for i, item in enumerate(request.batch):
+            if item.calibration is not None:
+                raise InvalidRequest(f"batch[{i}].calibration: calibrated bands are for /v1/predict/single only")
         items = [new_series(item, settings, ("batch", i)) for i, item in enumerate(request.batch)]
     return ParsedRequest(legacy, True, items)
 

@@ -13,10 +13,13 @@ import numpy as np
 
 from model import Forecast
 from model.candles import RULE
+from model.evaluation import up_probability
 from model.pipeline import FEATURE_COLUMNS as COLUMNS
 
 from .errors import InvalidRequest
 from .forecasting import PreparedSeries
+
+CLOSE = COLUMNS.index("close")
 
 
 def _finite(values: np.ndarray, item: PreparedSeries, index: int, batch: bool) -> None:
@@ -102,7 +105,16 @@ def forecast_result(item: PreparedSeries, forecast: Forecast, index: int = 0, ba
         "close_quantiles": close_bands,
         "repaired_candles": forecast.repaired,
         "notes": item.notes + _repair_note(forecast),
+        "p_up": _p_up(item, forecast),
     }
+
+
+def _p_up(item: PreparedSeries, forecast: Forecast) -> list[float] | None:
+    """P(close_h > last input close) per step, from the sample paths (none from a single path)."""
+    if item.series.sample_count < 2:
+        return None
+    closes = forecast.samples[None, :, :, CLOSE]
+    return up_probability(closes, np.array([float(item.series.candles[-1][CLOSE])]))[0].tolist()
 
 
 def legacy_result(

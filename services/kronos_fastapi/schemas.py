@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Discriminator, Field, Strict, StrictBool, StrictInt, Tag
+from pydantic.json_schema import SkipJsonSchema
 
 # Candle values: JSON numbers only (no numeric strings, no "NaN"/"Infinity"), finite and bounded so
 # the model's normalisation cannot overflow.
@@ -67,6 +68,12 @@ _SINGLE_FULL_EXAMPLE = {
 }
 
 
+class CalibrationRequest(_Strict):
+    """Calibrate the bands on the request's own history (see /v1/backtest's `calibrate`)."""
+
+    windows: StrictInt = Field(ge=1, description="past windows of pred_len rows to calibrate on (newest first)")
+
+
 class SingleRequest(_Strict):
     """One series to forecast (the deployment guide's shape)."""
 
@@ -116,6 +123,11 @@ class SingleRequest(_Strict):
         max_length=99,
         description="quantile levels over the sample paths, e.g. [0.1, 0.5, 0.9]; needs sample_count >= 2. "
         "Answered as per-column quantiles and as quantiles of close (the band)",
+    )
+    calibration: CalibrationRequest | None = Field(
+        None,
+        description="/v1/predict/single only: also return the quantile bands calibrated on this request's own last "
+        "`windows` windows (each one more forecast to run)",
     )
 
 
@@ -221,6 +233,27 @@ class CloseBand(BaseModel):
     close: list[float] = Field(description="the level's quantile of close at each step")
 
 
+class CalibratedRow(BaseModel):
+    step: int
+    timestamp: str | None
+    lower: float
+    upper: float
+
+
+class CalibratedBand(BaseModel):
+    lower: float = Field(description="the band's lower quantile level, e.g. 0.1")
+    upper: float = Field(description="its upper level, e.g. 0.9")
+    nominal: float = Field(description="the coverage it claims: upper - lower")
+    observed: float | None = Field(description="how often the raw band held the truth in the calibration windows")
+    forecast: list[CalibratedRow] = Field(description="the calibrated band of the close, per step")
+
+
+class CalibratedBands(BaseModel):
+    windows: int = Field(description="past windows calibrated on; each was one more forecast, run in the same batch")
+    column: Literal["close"] = "close"
+    bands: list[CalibratedBand]
+
+
 class ForecastResult(BaseModel):
     pred_len: int
     sample_count: int
@@ -232,6 +265,10 @@ class ForecastResult(BaseModel):
         0, description="sample-path candles whose high/low were widened to cover open and close"
     )
     notes: list[str] = Field(default_factory=list, description="what the service changed or warns about")
+    p_up: list[float] | None = Field(
+        None, description="per step, the share of sample paths closing above the last input close (sample_count > 1)"
+    )
+    calibration: CalibratedBands | None = Field(None, description="bands calibrated on past windows, when asked for")
 
 
 class ServedBy(BaseModel):
@@ -259,6 +296,122 @@ class LegacySingleResponse(BaseModel):
     prediction: list[LegacyRow]
     model_version: str
     tokenizer_version: str
+
+
+# --- backtest -------------------------------------------------------------------------------
+
+
+class BacktestRequest(SingleRequest):
+    """Rolling-origin evaluation on the caller's own history: the single request's fields plus the windows.
+
+    Window j (0 = newest) has origin N - pred_len - j·step; it forecasts from rows
+    [max(0, origin - lookback), origin) and is scored on rows [origin, origin + pred_len).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "data": [[100 + i, 101 + i, 99 + i, 100.5 + i] for i in range(40)],
+                    "pred_len": 5,
+                    "windows": 4,
+                    "sample_count": 8,
+                    "seed": 7,
+                    "calibrate": True,
+                }
+            ]
+        },
+    )
+
+    sample_count: StrictInt = Field(20, ge=1, description="sample paths per window (CRPS and bands come from them)")
+    quantiles: list[Annotated[Number, Field(ge=0, le=1)]] | None = Field(
+        [0.1, 0.5, 0.9],
+        min_length=1,
+        max_length=99,
+        description="levels; each symmetric pair (e.g. 0.1 and 0.9) gets its coverage scored",
+    )
+    windows: StrictInt = Field(10, ge=1, description="forecast origins, newest first")
+    step: StrictInt | None = Field(None, ge=1, description="rows between origins (default pred_len)")
+    lookback: StrictInt | None = Field(
+        None, ge=2, description="rows of context per window (default KRONOS_MAX_CONTEXT, all the model sees)"
+    )
+    calibrate: bool = Field(False, description="also score bands calibrated on each window's earlier windows only")
+    # predict's calibration is not a backtest field: hidden from the schema, refused with a pointer to `calibrate`
+    calibration: SkipJsonSchema[CalibrationRequest | None] = None
+
+
+class BacktestWindow(BaseModel):
+    origin: int = Field(description="row index of the window's first forecast candle")
+    timestamp: str | None = Field(description="the origin row's timestamp (null without timestamps)")
+    seed: int = Field(description="POST the window's rows to /v1/predict/single with this seed to get its forecast")
+    mae: float = Field(description="mean absolute error of the window's close forecast")
+
+
+class Coverage(BaseModel):
+    lower: float
+    upper: float
+    nominal: float = Field(description="the share of outcomes the band claims to hold: upper - lower")
+    observed: float | None = Field(description="the share it held")
+    observed_calibrated: float | None = Field(None, description="the share the calibrated band held (calibrate)")
+    calibrated_windows: int | None = Field(None, description="windows with enough earlier windows to calibrate")
+
+
+class ReliabilityBin(BaseModel):
+    lower: float
+    upper: float
+    count: int
+    forecast: float | None = Field(description="mean P(up) of the forecasts in this bin")
+    observed: float | None = Field(description="how often the close did end up above the last close")
+
+
+class HorizonMetrics(BaseModel):
+    step: int
+    mae: float
+    rmse: float
+    mape: float | None
+    direction_accuracy: float | None
+    crps: float
+    coverage: list[Coverage]
+    brier: float
+
+
+class ForecastMetrics(BaseModel):
+    mae: float
+    rmse: float
+    mape: float | None = Field(description="mean absolute error in % of the true close")
+    direction_accuracy: float | None = Field(
+        description="share of windows whose last step moved the right way from the last close (both moved)"
+    )
+    crps: float = Field(description="continuous ranked probability score of the sample paths, in price units")
+    coverage: list[Coverage]
+    brier: float = Field(description="Brier score of P(close > last close); 0.25 is a coin flip")
+    reliability: list[ReliabilityBin]
+    per_horizon: list[HorizonMetrics]
+
+
+class Skill(BaseModel):
+    mae: float | None = Field(description="1 - model MAE / baseline MAE: above 0 the model is better")
+    crps: float | None = Field(description="1 - model CRPS / baseline CRPS")
+
+
+class BaselineMetrics(ForecastMetrics):
+    skill: Skill
+
+
+class Baselines(BaseModel):
+    last_value: BaselineMetrics
+    drift: BaselineMetrics
+
+
+class BacktestResponse(ServedBy):
+    pred_len: int
+    sample_count: int
+    step: int
+    lookback: int
+    windows: list[BacktestWindow]
+    metrics: ForecastMetrics
+    baselines: Baselines
 
 
 # --- health ---------------------------------------------------------------------------------

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     max_rows: int = Field(2048, ge=1, description="most candle rows in one series")
     max_batch_items: int = Field(64, ge=1, description="most series in one /v1/predict/batch request")
     max_sample_count: int = Field(32, ge=1, description="most sample paths per series")
+    max_backtest_paths: int = Field(
+        320, ge=1, description="most sample paths in one /v1/backtest (windows × sample_count) or calibrated predict"
+    )
     default_freq: str = Field("D", description="pandas frequency of rows sent without timestamps")
     rate_limit_per_minute: int = Field(100, ge=0, description="requests per minute per client (0 = off)")
     max_request_size_mb: float = Field(10.0, gt=0, description="largest request body, in MiB")

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from model import Forecast, SeriesInput
 
+from ..backtesting import calibration_plan, calibration_result
 from ..errors import ClientDisconnected
 from ..forecasting import ParsedRequest, parse_batch, parse_single
 from ..responses import forecast_result, legacy_result
@@ -97,11 +98,18 @@ async def predict_single(
     started = time.perf_counter()
     parsed = await _parse(request, parse_single, settings)
     item = parsed.items[0]
-    (forecast,) = await _forecast(request, service, [item.series], "single")
+    calibrating = item.request is not None and item.request.calibration is not None
+    past = calibration_plan(item, item.request, settings) if calibrating else None
+    (forecast, *past_forecasts) = await _forecast(
+        request, service, [item.series, *(w.series for w in past.items)] if past else [item.series], "single"
+    )
     if parsed.legacy:
         model = service.model
         return JSONResponse(legacy_result(item, forecast, model.version, model.tokenizer_version))
-    return JSONResponse({**forecast_result(item, forecast), **_served(service, started)})
+    body = forecast_result(item, forecast)
+    if past is not None:
+        body["calibration"] = calibration_result(past, item, item.request, forecast, past_forecasts)
+    return JSONResponse({**body, **_served(service, started)})
 
 
 @router.post(

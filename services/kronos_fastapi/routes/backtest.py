@@ -1,0 +1,41 @@
+"""``POST /v1/backtest``: rolling-origin evaluation of the forecast on the caller's own history."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ..backtesting import backtest_result, parse_backtest
+from ..schemas import BacktestResponse
+from .common import ServiceDep, SettingsDep, error_responses
+from .predict import _PARSE_OFF_LOOP_BYTES, _forecast, _request_body, _served
+
+router = APIRouter(prefix="/v1", tags=["backtest"])
+
+
+@router.post(
+    "/backtest",
+    summary="Backtest the forecast on your own history, against naive baselines",
+    description="The single request's fields plus `windows` (default 10), `step` (default pred_len), `lookback` "
+    "(default KRONOS_MAX_CONTEXT) and `calibrate`. Window j (0 = newest) has origin N - pred_len - j·step, "
+    "forecasts from rows [max(0, origin - lookback), origin) and is scored on rows [origin, origin + pred_len). "
+    "The windows are one batch of forecasts: they count against the queue and the timeout like a batch request.",
+    response_model=BacktestResponse,
+    responses=error_responses(400, 401, 403, 413, 422, 429, 500, 503, 504),
+    openapi_extra=_request_body("BacktestRequest"),
+)
+async def backtest(request: Request, service: ServiceDep, settings: SettingsDep) -> JSONResponse:
+    started = time.perf_counter()
+    body = await request.body()
+    if len(body) > _PARSE_OFF_LOOP_BYTES:
+        parsed = await asyncio.to_thread(parse_backtest, body, settings)
+    else:
+        parsed = parse_backtest(body, settings)
+    request.state.rows, request.state.pred_len = parsed.full.rows, parsed.pred_len
+    request.state.items = len(parsed.plan.windows)
+    forecasts = await _forecast(request, service, parsed.series, "backtest")
+    result = await asyncio.to_thread(backtest_result, parsed, forecasts)
+    return JSONResponse({**result, **_served(service, started)})
