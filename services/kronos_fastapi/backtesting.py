@@ -38,6 +38,7 @@ from model.evaluation import (
 
 from .errors import InvalidRequest
 from .forecasting import PreparedSeries, _validate, candles_array, new_series, parse_json
+from .responses import float32_digits
 from .schemas import SEED_LIMIT, BacktestRequest, SingleRequest
 from .settings import Settings
 
@@ -241,8 +242,10 @@ def calibration_result(
     out = []
     for band in bands:
         low, high = band.pop("band")
+        # 7 significant digits, like every forecast value in predict's answer (responses.float32_digits)
+        low, high = float32_digits(np.asarray(low)), float32_digits(np.asarray(high))
         band["forecast"] = [
-            {"step": h + 1, "timestamp": stamps[h], "lower": float(lo), "upper": float(hi)}
+            {"step": h + 1, "timestamp": stamps[h], "lower": lo, "upper": hi}
             for h, (lo, hi) in enumerate(zip(low, high))
         ]
         out.append(band)
