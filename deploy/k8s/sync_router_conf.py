@@ -24,8 +24,14 @@ HEADER = (
     "\n"
 )
 
+# What must differ in a cluster. Docker's embedded DNS server (if nginx.conf ever names it for
+# re-resolving the instances) does not exist in a pod; the cluster's DNS Service does.
+SUBSTITUTIONS = (("resolver 127.0.0.11", "resolver kube-dns.kube-system.svc.cluster.local"),)
+
 
 def render(source: str) -> str:
+    for docker, cluster in SUBSTITUTIONS:
+        source = source.replace(docker, cluster)
     return HEADER + source
 
 
