@@ -418,3 +418,11 @@ def test_compose_monitoring_profile(docker_compose, file):
     # This host only, unless the operator says otherwise.
     for service, port in ((prometheus, 9090), (grafana, 3000)):
         assert service["ports"] == [f"127.0.0.1:{port}:{port}/tcp"]
+
+
+def test_queue_capacity_is_the_max_queue_setting(samples):
+    """The queue alert divides by it: it must be the instance's KRONOS_MAX_QUEUE (default here)."""
+    from services.kronos_fastapi.settings import Settings
+
+    (capacity,) = [s.value for s in samples if s.name == "kronos_queue_capacity"]
+    assert capacity == Settings.model_fields["max_queue"].default
