@@ -75,6 +75,9 @@ class ServiceMetrics:
         )
         # The batching scheduler.
         self.queue_depth = Gauge("kronos_queue_depth", "Series waiting for the model (not yet in a batch)", registry=r)
+        self.queue_capacity = Gauge(
+            "kronos_queue_capacity", "Most series that may wait for the model (KRONOS_MAX_QUEUE)", registry=r
+        )
         self.queue_wait = Histogram(
             "kronos_queue_wait_seconds",
             "Time a series waited in the queue before its batch started",

@@ -69,6 +69,7 @@ class ForecastService:
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
         )
+        metrics.queue_capacity.set(settings.max_queue)
         self._publish()
 
     # --- state ----------------------------------------------------------------------------
