@@ -190,7 +190,11 @@
     $("series-name").textContent =
       `${name}: ${parsed.rows.length} candles, columns ${parsed.columns.join(", ")}` +
       (parsed.times ? "" : " (no timestamps: rows are read as consecutive days)");
-    drawSeries();
+    try {
+      drawSeries();
+    } catch (error) {
+      showMessage(`${name}: the candles could not be charted (${error.message}).`);
+    }
     return true;
   }
 
