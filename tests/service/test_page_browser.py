@@ -235,7 +235,7 @@ def test_the_csv_chosen_in_the_file_input_is_what_gets_sent(visit, tmp_path):
     ],
     ids=["not-a-number", "missing-column", "time-goes-back", "high-below-low"],
 )
-def test_a_bad_csv_shows_a_message_naming_row_and_column(visit, csv, expected):
+def test_a_bad_csv_shows_a_message_naming_row_and_column(visit, csv, expected, request):
     visit.goto()
     visit.page.fill("#csv-text", csv)
     visit.page.click("#use-pasted")
@@ -243,7 +243,7 @@ def test_a_bad_csv_shows_a_message_naming_row_and_column(visit, csv, expected):
     message.wait_for(state="visible")
     assert expected in message.inner_text()
     assert "GOOG daily" in visit.page.inner_text("#series-name"), "a bad file must not replace the series"
-    visit.shot(f"04-bad-csv-{expected.split(',')[0].replace(' ', '-').lower()}")
+    visit.shot(f"04-bad-csv-{request.node.callspec.id}")
     assert not any("/v1/predict" in url for url in visit.requests)
     visit.assert_clean()
 
@@ -280,6 +280,7 @@ def test_an_api_key_typed_in_the_page_is_used_and_a_wrong_one_is_named(browser, 
         assert response.status == 401
         message = visit.page.inner_text("#message")
         assert "The server needs a valid API key (HTTP 401, unauthorized): invalid API key" in message
+        assert message.endswith("'X-API-Key: <key>'. Type the key in the API key field.")
         visit.shot("06-wrong-api-key")
         visit.page.fill("#api-key", API_KEY)
         response = visit.forecast()
@@ -386,7 +387,7 @@ def test_backtest_panel_shows_the_contract_fields(visit):
     assert "MAE\t5.375\t4.900\t5.200" in metrics
     assert "last value" in metrics and "drift" in metrics
     coverage = visit.page.inner_text("#bt-coverage")
-    assert "0.1000–0.9000\t0.8000\t0.5500\t0.7800" in coverage
+    assert "10%–90%\t80%\t55%\t78%" in coverage
     windows = visit.page.inner_text("#bt-windows-table")
     assert "12345678901234567" in windows  # above 2^53, still exact
     assert "skill" in visit.page.inner_text("#backtest-message").lower()

@@ -237,7 +237,8 @@
     }
     const words = STATUS_WORDS[status] || "The server answered with an error";
     let sentence = `${words} (HTTP ${status}${error && error.type ? ", " + error.type : ""})`;
-    sentence += error && error.message ? `: ${error.message}` : ".";
+    sentence += error && error.message ? `: ${error.message}` : "";
+    if (!/[.!?]$/.test(sentence)) sentence += ".";
     if (error && Array.isArray(error.details) && error.details.length > 1) {
       const more = error.details
         .slice(0, 5)
@@ -354,7 +355,10 @@
     });
     forecastCandles.setData(candles);
     drawVolume(bars);
-    chart.timeScale().fitContent();
+    // Zoom to the forecast and the history just before it (scroll or pinch to see more).
+    const n = state.series.rows.length;
+    const shown = Math.max(60, 3 * rows.length);
+    chart.timeScale().setVisibleLogicalRange({ from: Math.max(0, n - shown), to: n + rows.length + 2 });
     let note = "";
     if (levels) {
       const lower = bandCloses(json, levels[0]);
@@ -504,6 +508,10 @@
     return Math.abs(value) >= 1000 ? value.toFixed(0) : value.toPrecision(4);
   }
 
+  function percent(value) {
+    return typeof value === "number" && Number.isFinite(value) ? `${+(value * 100).toFixed(1)}%` : "—";
+  }
+
   function fillTable(table, header, rows) {
     const head = document.createElement("tr");
     header.forEach((text) => {
@@ -547,10 +555,10 @@
       $("bt-coverage"),
       ["Band", "Nominal", "Observed", ...(calibrated ? ["Observed, calibrated"] : [])],
       coverage.map((c) => [
-        `${number(c.lower)}–${number(c.upper)}`,
-        number(c.nominal),
-        number(c.observed),
-        ...(calibrated ? [number(c.observed_calibrated)] : []),
+        `${percent(c.lower)}–${percent(c.upper)}`,
+        percent(c.nominal),
+        percent(c.observed),
+        ...(calibrated ? [percent(c.observed_calibrated)] : []),
       ]),
     );
     const windows = Array.isArray(json.windows) ? json.windows : [];
@@ -635,7 +643,7 @@
     if (cfg.max_pred_len) $("pred-len").max = cfg.max_pred_len;
     if (cfg.max_sample_count) $("sample-count").max = cfg.max_sample_count;
     $("api-key-row").hidden = !cfg.api_key_required;
-    $("paths-option").hidden = !cfg.sample_flag;
+    $("paths-option").hidden = $("legend-paths").hidden = !cfg.sample_flag;
     if (!cfg.backtest) backtestUnavailable();
   }
 
