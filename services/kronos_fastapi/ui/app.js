@@ -388,6 +388,9 @@
       });
     }
     if (rows.some((r) => r.volume === null || r.volume === undefined)) note += "No volume forecast (none in the input). ";
+    // Whatever the server says about the answer (e.g. candles it repaired), as it says it.
+    const remarks = [].concat(json.notes || [], json.warnings || [], json.note || []);
+    remarks.filter((r) => typeof r === "string").forEach((r) => (note += `${r} `));
     return note;
   }
 
