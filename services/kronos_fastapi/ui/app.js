@@ -207,6 +207,9 @@
   function showMessage(text, box = $("message")) {
     box.textContent = text;
     box.hidden = false;
+    // On a phone the message sits above the form: bring it into view (focus stays where it is).
+    const { top, bottom } = box.getBoundingClientRect();
+    if (top < 0 || bottom > window.innerHeight) box.scrollIntoView({ block: "nearest" });
   }
 
   function hideMessage(box = $("message")) {
