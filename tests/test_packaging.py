@@ -39,3 +39,8 @@ def test_wheel_contains_bundled_model_and_entry_points(tmp_path):
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "kronos-forecast = model.cli:main" in scripts
     assert not any(n.startswith("tests/") for n in names)
+    # The forecast page's files (page, script, style, vendored chart library and its licence, example CSV).
+    from services.kronos_fastapi.page import ASSETS
+
+    for path in ASSETS.values():
+        assert path.relative_to(ROOT).as_posix() in names

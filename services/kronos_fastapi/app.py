@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 from starlette.middleware.cors import CORSMiddleware
 
+from . import page
 from .addresses import AddressList
 from .errors import install_error_handlers
 from .metrics import ServiceMetrics
@@ -118,15 +119,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
+    # The page's own files load before a key can be typed; its API calls need one like any client's.
+    page_paths = page.OPEN_PATHS if settings.enable_ui else ()
+    if settings.enable_ui:
+        app.include_router(page.router)
 
     # Added innermost first: a request meets them bottom-up.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     # Before the body is read: a refused client costs little.
     limiter = build_limiter(settings)
-    app.add_middleware(RateLimitMiddleware, limiter=limiter, exempt_paths=PROBES)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, exempt_paths=PROBES + page_paths)
     if settings.api_keys:
         app.add_middleware(
-            ApiKeyMiddleware, keys=settings.api_keys, open_paths=PROBES, on_refused=failed_auth_limit(limiter)
+            ApiKeyMiddleware,
+            keys=settings.api_keys,
+            open_paths=PROBES + page_paths,
+            on_refused=failed_auth_limit(limiter),
         )
     if settings.cors_origins:
         app.add_middleware(

@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="port kronos-serve binds")
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = Field("INFO", description="log level")
     enable_docs: bool = Field(True, description="serve /docs, /redoc and /openapi.json")
+    enable_ui: bool = Field(True, description="serve the forecast page at / (its API calls need a key like any client)")
     instance_name: str = Field(
         default_factory=socket.gethostname,
         description="this instance's name (X-Kronos-Instance header; default: host name)",
