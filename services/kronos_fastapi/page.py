@@ -78,7 +78,9 @@ async def page() -> FileResponse:
 @router.get(CONFIG)
 async def config(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
-    routes = {getattr(route, "path", None) for route in request.app.routes}
+    # The OpenAPI document lists every route, whatever the FastAPI version's router objects look like
+    # (newer versions keep included routers as objects without a ``path``).
+    routes = set(request.app.openapi().get("paths", {}))
     body: dict[str, Any] = {
         "api_key_required": bool(settings.api_keys),
         "models": "/v1/models" in routes,

@@ -554,7 +554,11 @@
       ["Metric", "Kronos", ...names.map((n) => n.replace(/_/g, " "))],
       METRICS.map(([key, label]) => [label, number(metrics[key]), ...names.map((n) => number((baselines[n] || {})[key]))]),
     );
-    const skill = flatten(json.skill ?? null).filter(([, v]) => typeof v === "number");
+    // Skill is reported per baseline ({"baselines": {"drift": {"skill": {"mae": …}}}}).
+    const perBaseline = Object.fromEntries(
+      names.filter((n) => baselines[n] && baselines[n].skill).map((n) => [n.replace(/_/g, " "), baselines[n].skill]),
+    );
+    const skill = flatten(json.skill ?? perBaseline).filter(([, v]) => typeof v === "number");
     const coverage = Array.isArray(metrics.coverage) ? metrics.coverage : [];
     const calibrated = coverage.some((c) => c && c.observed_calibrated !== undefined);
     fillTable(
