@@ -9,6 +9,7 @@ import pandas as pd
 
 from .bundled import bundled_model_path
 from .errors import KronosError
+from .hub import resolve_pair
 from .predictor import Kronos
 from .tokenizer import KronosTokenizer
 
@@ -17,11 +18,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kronos-forecast", description=__doc__)
     parser.add_argument("csv", help="CSV with a timestamp column and open, high, low, close[, volume, amount]")
     parser.add_argument("--pred-len", type=int, default=20)
-    parser.add_argument("--model", default=str(bundled_model_path()), help="predictor folder (default: bundled)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: MODEL/tokenizer)")
+    parser.add_argument(
+        "--model",
+        default=str(bundled_model_path()),
+        help="predictor folder or hub id, e.g. NeoQuasar/Kronos-small (default: bundled)",
+    )
+    parser.add_argument("--revision", default=None, help="commit, branch or tag of a hub --model (default main)")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer folder or hub id (default: MODEL/tokenizer, or the official "
+        "pairing of a hub id: model/hub.py OFFICIAL_MODELS)",
+    )
+    parser.add_argument("--tokenizer-revision", default=None, help="commit, branch or tag of a hub --tokenizer")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     parser.add_argument("--lookback", type=int, default=400, help="use at most this many last rows")
-    parser.add_argument("--max-context", type=int, default=512)
+    parser.add_argument("--max-context", type=int, default=None, help="default: the official model's, else 512")
     parser.add_argument("--sample-count", type=int, default=1)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=0.9)
@@ -43,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         x_ts = pd.to_datetime(frame[ts_col])
         step = x_ts.diff().median()
         y_ts = pd.Series(pd.date_range(x_ts.iloc[-1] + step, periods=args.pred_len, freq=step))
-        model = Kronos.from_pretrained(args.model)
-        tokenizer = KronosTokenizer.from_pretrained(args.tokenizer or f"{args.model}/tokenizer")
-        predictor = KronosPredictor(model, tokenizer, device=args.device, max_context=args.max_context)
+        pair = resolve_pair(args.model, args.revision, args.tokenizer, args.tokenizer_revision, args.max_context)
+        model = Kronos.from_pretrained(pair.model.folder)
+        tokenizer = KronosTokenizer.from_pretrained(pair.tokenizer.folder)
+        predictor = KronosPredictor(model, tokenizer, device=args.device, max_context=pair.max_context)
         forecast = predictor.predict(
             frame,
             x_ts,
