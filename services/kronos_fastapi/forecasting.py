@@ -35,8 +35,9 @@ from .settings import Settings
 # calendar features — and with a seed, the answer — never depend on when the request was made.
 CALENDAR_START = pd.Timestamp("2024-01-01T00:00:00")
 
-_NEW_SINGLE = frozenset(SingleRequest.model_fields) - {"timestamps"}
-_LEGACY_SINGLE = frozenset(LegacySingleRequest.model_fields) - {"timestamps"}
+# Fields both shapes have tell nothing about which one a body is.
+_NEW_SINGLE = frozenset(SingleRequest.model_fields) - {"timestamps", "model"}
+_LEGACY_SINGLE = frozenset(LegacySingleRequest.model_fields) - {"timestamps", "model"}
 
 
 @dataclass
@@ -48,6 +49,7 @@ class PreparedSeries:
     quantiles: list[float] | None = None
     has_timestamps: bool = True
     series_id: str | None = None
+    model: str | None = None  # the served model's name; None: the default model
 
 
 @dataclass
@@ -140,6 +142,8 @@ def parse_batch(body: bytes, settings: Settings) -> ParsedRequest:
     else:
         request = _validate(BatchRequest, obj)
         items = [new_series(item, settings, ("batch", i)) for i, item in enumerate(request.batch)]
+    for item in items:
+        item.model = item.model or request.model
     return ParsedRequest(legacy, True, items)
 
 
@@ -307,7 +311,9 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
         sample_count=request.sample_count,
         seed=request.seed,
     )
-    return PreparedSeries(series, len(request.data), request.quantiles, request.timestamps is not None)
+    return PreparedSeries(
+        series, len(request.data), request.quantiles, request.timestamps is not None, model=request.model
+    )
 
 
 def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tuple) -> PreparedSeries:
@@ -359,4 +365,4 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         sample_count=sample_count,
         seed=overrides.seed,
     )
-    return PreparedSeries(series, len(request.candles), None, True, request.series_id)
+    return PreparedSeries(series, len(request.candles), None, True, request.series_id, request.model)

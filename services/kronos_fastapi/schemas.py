@@ -92,6 +92,9 @@ class SingleRequest(_Strict):
     quantiles: list[Annotated[Number, Field(ge=0, le=1)]] | None = Field(
         None, min_length=1, max_length=99, description="quantile levels over the sample paths, e.g. [0.1, 0.5, 0.9]"
     )
+    model: str | None = Field(
+        None, max_length=64, description="name of the model to use (GET /v1/models; default: KRONOS_DEFAULT_MODEL)"
+    )
 
 
 class BatchRequest(_Strict):
@@ -112,6 +115,7 @@ class BatchRequest(_Strict):
     )
 
     batch: list[SingleRequest] = Field(min_length=1)
+    model: str | None = Field(None, max_length=64, description="the model of every item that names none")
 
 
 # --- the original service's shape -----------------------------------------------------------
@@ -154,6 +158,9 @@ class LegacySingleRequest(_Strict):
     timestamps: list[datetime]
     prediction_timestamps: list[datetime] = Field(min_length=1)
     overrides: Overrides | None = None
+    model: str | None = Field(
+        None, max_length=64, description="name of the model to use (GET /v1/models; default: KRONOS_DEFAULT_MODEL)"
+    )
 
 
 class LegacyBatchItem(LegacySingleRequest):
@@ -164,6 +171,7 @@ class LegacyBatchRequest(_Strict):
     """The original service's batch request."""
 
     items: list[LegacyBatchItem] = Field(min_length=1)
+    model: str | None = Field(None, max_length=64, description="the model of every item that names none")
 
 
 # --- responses ------------------------------------------------------------------------------
@@ -194,11 +202,14 @@ class ForecastResult(BaseModel):
     seed: int = Field(description="the seed used; send it back to get the same answer")
     forecast: list[ForecastRow] = Field(description="the mean over the sample paths")
     quantiles: list[QuantileBand] | None = None
+    model_name: str | None = Field(None, description="in a batch: the model that forecast this item")
 
 
 class ServedBy(BaseModel):
     device: str = Field(description="device the forecast ran on, e.g. cpu or cuda:0")
-    model: str = Field(description="model version: checkpoint folder @ weights digest")
+    model: str = Field(description="model version: hub id @ commit, or checkpoint folder @ weights digest")
+    model_name: str | None = Field(None, description="the served model's name (GET /v1/models)")
+    model_revision: str | None = Field(None, description="the hub commit of its weights (null for a local folder)")
     instance: str
     elapsed_ms: float
 
@@ -242,6 +253,32 @@ class ModelInfo(BaseModel):
     parameters: int
     load_seconds: float
     warmup_seconds: float
+    source: str | None = Field(None, description="as configured: a folder, bundled or a hub id")
+    revision: str | None = Field(None, description="hub commit of the predictor (null for a local folder)")
+    tokenizer_source: str | None = None
+    tokenizer_revision: str | None = None
+
+
+class ServedModel(BaseModel):
+    """One model of this instance, as GET /v1/models and /v1/readyz list it."""
+
+    name: str
+    default: bool
+    state: Literal["ready", "loading", "failed"]
+    reason: str | None = None
+    source: str = Field(description="a folder, bundled or a hub id")
+    revision: str | None = Field(description="resolved hub commit (null for a folder, or until loaded)")
+    version: str | None = Field(description="hub id @ commit, or folder @ weights digest (null until loaded)")
+    tokenizer_source: str | None = None
+    tokenizer_revision: str | None = None
+    parameters: int | None = None
+    max_context: int
+    device: str | None = None
+
+
+class ModelsResponse(BaseModel):
+    default: str
+    models: list[ServedModel]
 
 
 class BatchingInfo(BaseModel):
@@ -262,6 +299,7 @@ class ReadyResponse(BaseModel):
     uptime_s: float
     model: ModelInfo | None = None
     batching: BatchingInfo
+    models: list[ServedModel] | None = Field(None, description="every model of this instance and its state")
 
 
 class DetailedHealthResponse(BaseModel):
