@@ -117,7 +117,8 @@ def test_a_short_series_is_answered_while_its_long_batch_mate_still_decodes(pred
     from concurrent.futures import ThreadPoolExecutor
 
     options = {"max_rows": 8, "max_tokens": 10_000, "context": 512, "max_queue": 8, "timeout_s": 60.0}
-    scheduler = BatchScheduler(run_batch, ThreadPoolExecutor(1), ServiceMetrics().for_model("test"), wait_s=0.2, **options)
+    metrics = ServiceMetrics().for_model("test")
+    scheduler = BatchScheduler(run_batch, ThreadPoolExecutor(1), metrics, wait_s=0.2, **options)
     short, long = series(30, 2, seed=21), series(30, 400, seed=22)
 
     async def scenario():
