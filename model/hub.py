@@ -141,7 +141,7 @@ def _download(repo_id: str, revision: str | None) -> Checkpoint:
         except RepositoryNotFoundError:
             raise CheckpointError(
                 f"{repo_id}: no such model repository on {endpoint} (or it is private or gated: set HF_TOKEN to a "
-                "token that may read it); check the id, e.g. NeoQuasar/Kronos-small"
+                "token that may read it), nor a local folder; check the id, e.g. NeoQuasar/Kronos-small"
             ) from None
         except RevisionNotFoundError:
             raise CheckpointError(
