@@ -45,6 +45,11 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 kronos \
     && useradd --system --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin kronos
 
+# The model cache for hub ids (KRONOS_MODEL_PATH=NeoQuasar/Kronos-small): owned by the service user, so a
+# named volume mounted here starts writable.
+ENV HF_HOME=/cache/huggingface
+RUN mkdir -p /cache/huggingface && chown 10001:10001 /cache/huggingface
+
 COPY --from=build /opt/venv /opt/venv
 # Root-owned and read-only for the service user, like the mount that replaces it.
 COPY model/bundled/kronos-demo /models

@@ -24,13 +24,7 @@ M = TypeVar("M", bound="PretrainedMixin")
 def _folder(path: str | os.PathLike) -> Path:
     folder = Path(path).expanduser()
     if not folder.exists():
-        hint = ""
-        if isinstance(path, str) and path.count("/") == 1 and not path.startswith((".", "/", "~")):
-            hint = (
-                " (it looks like a model-hub id: this implementation loads local folders only; "
-                "download config.json and model.safetensors and pass that folder)"
-            )
-        raise CheckpointError(f"checkpoint folder {folder} does not exist{hint}")
+        raise CheckpointError(f"checkpoint folder {folder} does not exist")
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint path {folder} is not a folder")
     return folder
@@ -96,15 +90,29 @@ def load_tensors_into(module: nn.Module, tensors: dict[str, torch.Tensor], sourc
 
 
 class PretrainedMixin:
-    """``from_pretrained`` / ``save_pretrained`` on a local checkpoint folder."""
+    """``from_pretrained`` (a checkpoint folder, ``bundled`` or a hub id) / ``save_pretrained`` (a folder)."""
 
     config_class: type
 
     @classmethod
-    def from_pretrained(cls: type[M], folder: str | os.PathLike, device: str | torch.device | None = None) -> M:
+    def from_pretrained(
+        cls: type[M],
+        source: str | os.PathLike,
+        device: str | torch.device | None = None,
+        *,
+        revision: str | None = None,
+    ) -> M:
+        """Load ``source``: a folder, ``bundled``, or an ``org/name`` hub id (``revision``: a commit, branch
+        or tag) fetched with huggingface_hub. ``model.checkpoint`` tells where it came from."""
+        from .hub import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(source, revision)
+        folder = checkpoint.folder
         config = read_config(folder, cls.config_class)
         model = cls(config)
-        load_tensors_into(model, read_tensors(folder), str(Path(folder) / WEIGHTS_FILE))
+        source = checkpoint.source if checkpoint.from_hub else folder / WEIGHTS_FILE
+        load_tensors_into(model, read_tensors(folder), str(source))
+        model.checkpoint = checkpoint
         model.eval()
         if device is not None:
             from .devices import resolve_device

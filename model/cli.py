@@ -35,11 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kronos-forecast", description=__doc__)
     parser.add_argument("csv", help="CSV with open, high, low, close[, volume, amount] and usually a timestamp column")
     parser.add_argument("--pred-len", type=int, default=20)
-    parser.add_argument("--model", default=str(bundled_model_path()), help="predictor folder (default: bundled)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: MODEL/tokenizer)")
+    parser.add_argument(
+        "--model",
+        default=str(bundled_model_path()),
+        help="predictor folder or hub id, e.g. NeoQuasar/Kronos-small (default: bundled)",
+    )
+    parser.add_argument("--revision", default=None, help="commit, branch or tag of a hub --model (default main)")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer folder or hub id (default: MODEL/tokenizer, or the official "
+        "pairing of a hub id: model/hub.py OFFICIAL_MODELS)",
+    )
+    parser.add_argument("--tokenizer-revision", default=None, help="commit, branch or tag of a hub --tokenizer")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     parser.add_argument("--lookback", type=int, default=400, help="use at most this many last rows")
-    parser.add_argument("--max-context", type=int, default=512)
+    parser.add_argument("--max-context", type=int, default=None, help="default: the official model's, else 512")
     parser.add_argument("--sample-count", type=int, default=1, help="sample paths; the forecast is their mean")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=0.9)
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .calendars import future_timestamps, synthetic_timestamps
     from .candles import RULE, describe_invalid, invalid_rows, repair_candles
+    from .hub import resolve_pair
     from .pipeline import PRICE_COLUMNS, KronosPredictor, SeriesInput, frame_columns
     from .predictor import Kronos
     from .tokenizer import KronosTokenizer
@@ -141,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             x_ts, y_ts = synthetic_timestamps(len(frame), args.pred_len, args.freq or "D")
         else:
             y_ts = future_timestamps(x_ts, args.pred_len, args.freq, args.calendar)
-        model = Kronos.from_pretrained(args.model)
-        tokenizer = KronosTokenizer.from_pretrained(args.tokenizer or f"{args.model}/tokenizer")
-        predictor = KronosPredictor(model, tokenizer, device=args.device, max_context=args.max_context)
+        pair = resolve_pair(args.model, args.revision, args.tokenizer, args.tokenizer_revision, args.max_context)
+        model = Kronos.from_pretrained(pair.model.folder)
+        tokenizer = KronosTokenizer.from_pretrained(pair.tokenizer.folder)
+        predictor = KronosPredictor(model, tokenizer, device=args.device, max_context=pair.max_context)
         series = SeriesInput(
             candles=candles,
             timestamps=x_ts,

@@ -13,11 +13,11 @@ import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import torch
 
 from ..errors import KronosError
+from ..hub import resolve_pair
 from ..predictor import Kronos
 from ..tokenizer import KronosTokenizer
 from .data import backtesting_csv_paths, load_csv
@@ -35,8 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true",
         help="train kronos-demo: the backtesting package's GOOG, EURUSD and BTCUSD candles with the demo preset",
     )
-    parser.add_argument("--from", dest="start_from", default=None, help="fine-tune this predictor checkpoint folder")
-    parser.add_argument("--from-tokenizer", default=None, help="tokenizer to start from (default: FROM/tokenizer)")
+    parser.add_argument(
+        "--from",
+        dest="start_from",
+        default=None,
+        help="fine-tune this predictor: a checkpoint folder or hub id, e.g. NeoQuasar/Kronos-small",
+    )
+    parser.add_argument("--from-revision", default=None, help="commit, branch or tag of a hub --from (default main)")
+    parser.add_argument(
+        "--from-tokenizer",
+        default=None,
+        help="tokenizer to start from (default: FROM/tokenizer, or the official pairing of a hub id)",
+    )
     parser.add_argument("--stage", choices=("both", *STAGES), default="both", help="stages to train (default both)")
     parser.add_argument("--size", choices=sorted(PRESETS), default="demo", help="shapes and schedule (default demo)")
     stage = parser.add_argument_group("schedule (default: the preset's)")
@@ -109,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         base = preset(args.size)
         settings = _settings(args, base)
         if args.start_from:
-            model = Kronos.from_pretrained(args.start_from)
-            tokenizer = KronosTokenizer.from_pretrained(args.from_tokenizer or Path(args.start_from) / "tokenizer")
+            pair = resolve_pair(args.start_from, args.from_revision, args.from_tokenizer)
+            model = Kronos.from_pretrained(pair.model.folder)
+            tokenizer = KronosTokenizer.from_pretrained(pair.tokenizer.folder)
         elif args.from_tokenizer:  # a new predictor on an existing tokenizer's tokens
             tokenizer = KronosTokenizer.from_pretrained(args.from_tokenizer)
             bits = {"s1_bits": tokenizer.config.s1_bits, "s2_bits": tokenizer.config.s2_bits}

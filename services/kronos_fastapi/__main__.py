@@ -22,8 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device-fallback", choices=["refuse", "cpu"], help="when the device is absent (KRONOS_DEVICE_FALLBACK)"
     )
-    parser.add_argument("--model", dest="model_path", help="predictor checkpoint folder (KRONOS_MODEL_PATH)")
-    parser.add_argument("--tokenizer", dest="tokenizer_path", help="tokenizer folder (KRONOS_TOKENIZER_PATH)")
+    parser.add_argument(
+        "--model", dest="model_path", help="predictor folder or hub id, e.g. NeoQuasar/Kronos-small (KRONOS_MODEL_PATH)"
+    )
+    parser.add_argument(
+        "--revision", dest="model_revision", help="commit, branch or tag of a hub id (KRONOS_MODEL_REVISION)"
+    )
+    parser.add_argument("--tokenizer", dest="tokenizer_path", help="tokenizer folder or hub id (KRONOS_TOKENIZER_PATH)")
     parser.add_argument("--log-level", help="CRITICAL, ERROR, WARNING, INFO or DEBUG (KRONOS_LOG_LEVEL)")
     parser.add_argument("--env-file", default=".env", help="settings file read under the environment (default: .env)")
     return parser

@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from . import page
 from .addresses import AddressList
+from .catalog import ModelCatalog
 from .errors import install_error_handlers
 from .metrics import ServiceMetrics
 from .middleware import (
@@ -28,9 +29,8 @@ from .middleware import (
     UnhandledErrorMiddleware,
 )
 from .ratelimit import RateLimitMiddleware, build_limiter, failed_auth_limit
-from .routes import backtest, docs, health, metrics, predict
+from .routes import backtest, docs, health, metrics, models, predict
 from .schemas import BacktestRequest, BatchRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
-from .service import ForecastService
 from .settings import Settings, load_settings
 
 logger = logging.getLogger("kronos.service")
@@ -52,14 +52,14 @@ async def _refresh_addresses(lists: list[AddressList], every_s: float) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    service: ForecastService = app.state.service
+    models: ModelCatalog = app.state.models
     named = [a for a in (app.state.allowed_clients, app.state.trusted_proxies) if a.has_names]
     for addresses in named:
         try:
             await asyncio.wait_for(asyncio.to_thread(addresses.refresh), _DNS_TIMEOUT_S)
         except asyncio.TimeoutError:
             logger.warning("resolving %s took over %ss; retrying in the background", addresses.entries, _DNS_TIMEOUT_S)
-    tasks = [asyncio.create_task(service.load(), name="kronos-load")]
+    tasks = [asyncio.create_task(models.load(), name="kronos-load")]
     if named:
         tasks.append(asyncio.create_task(_refresh_addresses(named, settings.address_refresh_s), name="kronos-dns"))
     try:
@@ -70,7 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await service.close()
+        await models.close()
 
 
 def _openapi(app: FastAPI):
@@ -96,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app for ``settings`` (default: read from the environment and ``.env``)."""
     settings = settings or load_settings()
     service_metrics = ServiceMetrics()
-    service = ForecastService(settings, service_metrics)
+    catalog = ModelCatalog(settings, service_metrics)
+    service = catalog.default  # routes that name no model use the default one
     app = FastAPI(
         title="Kronos forecasting service",
         version=VERSION,
@@ -110,11 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = service_metrics
     app.state.service = service
+    app.state.models = catalog
     app.state.allowed_clients = AddressList(settings.allowed_clients)
     app.state.trusted_proxies = AddressList(settings.trusted_proxies)
 
     install_error_handlers(app)
-    routers = (health.router, predict.router, metrics.router, backtest.router)
+    routers = (health.router, predict.router, metrics.router, models.router, backtest.router)
     routers += (docs.router,) if settings.enable_docs else ()
     for router in routers:
         app.include_router(router)

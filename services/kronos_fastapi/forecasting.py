@@ -35,8 +35,9 @@ from .schemas import (
 )
 from .settings import Settings
 
-_NEW_SINGLE = frozenset(SingleRequest.model_fields) - {"timestamps"}
-_LEGACY_SINGLE = frozenset(LegacySingleRequest.model_fields) - {"timestamps"}
+# Fields both shapes have tell nothing about which one a body is.
+_NEW_SINGLE = frozenset(SingleRequest.model_fields) - {"timestamps", "model"}
+_LEGACY_SINGLE = frozenset(LegacySingleRequest.model_fields) - {"timestamps", "model"}
 
 
 @dataclass
@@ -51,6 +52,7 @@ class PreparedSeries:
     notes: list[str] = field(default_factory=list)  # said in the response: repairs, seeds a browser rounds
     repaired_input: int = 0  # input rows repaired at the request's ask (``repair_input``)
     request: SingleRequest | None = None  # the parsed single request (calibrated predict builds windows from it)
+    model: str | None = None  # the served model's name; None: the default model
 
     @property
     def columns(self) -> int:
@@ -153,6 +155,8 @@ def parse_batch(body: bytes, settings: Settings) -> ParsedRequest:
             if item.calibration is not None:
                 raise InvalidRequest(f"batch[{i}].calibration: calibrated bands are for /v1/predict/single only")
         items = [new_series(item, settings, ("batch", i)) for i, item in enumerate(request.batch)]
+    for item in items:
+        item.model = item.model or request.model
     return ParsedRequest(legacy, True, items)
 
 
@@ -335,7 +339,14 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
         clean=True,
     )
     return PreparedSeries(
-        series, len(request.data), request.quantiles, request.timestamps is not None, None, notes, repaired
+        series,
+        len(request.data),
+        request.quantiles,
+        request.timestamps is not None,
+        None,
+        notes,
+        repaired,
+        model=request.model,
     )
 
 
@@ -392,4 +403,6 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         seed=overrides.seed,
         clean=True,
     )
-    return PreparedSeries(series, len(request.candles), None, True, request.series_id, notes, repaired)
+    return PreparedSeries(
+        series, len(request.candles), None, True, request.series_id, notes, repaired, model=request.model
+    )

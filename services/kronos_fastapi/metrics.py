@@ -6,6 +6,8 @@ Names follow Prometheus conventions: ``kronos_`` prefix, ``_total`` counters, ba
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
 from prometheus_client import (
     CollectorRegistry,
@@ -57,12 +59,12 @@ class ServiceMetrics:
         self.prediction_duration = Histogram(
             "kronos_prediction_duration_seconds",
             "Time of one request's forecast: queue wait and model time, from admission to answer",
-            ["endpoint"],
+            ["model", "endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.predicted_series = Counter(
-            "kronos_predicted_series", "Series forecast successfully", ["endpoint"], registry=r
+            "kronos_predicted_series", "Series forecast successfully", ["model", "endpoint"], registry=r
         )
         self.rows = Histogram(
             "kronos_request_rows", "Candle rows per series in a request", buckets=_ROWS_BUCKETS, registry=r
@@ -74,29 +76,36 @@ class ServiceMetrics:
             "kronos_request_batch_items", "Series per /v1/predict/batch request", buckets=_ITEMS_BUCKETS, registry=r
         )
         # The batching scheduler.
-        self.queue_depth = Gauge("kronos_queue_depth", "Series waiting for the model (not yet in a batch)", registry=r)
+        self.queue_depth = Gauge(
+            "kronos_queue_depth", "Series waiting for the model (not yet in a batch)", ["model"], registry=r
+        )
         self.queue_capacity = Gauge(
-            "kronos_queue_capacity", "Most series that may wait for the model (KRONOS_MAX_QUEUE)", registry=r
+            "kronos_queue_capacity", "Most series that may wait for the model (KRONOS_MAX_QUEUE)", ["model"], registry=r
         )
         self.queue_wait = Histogram(
             "kronos_queue_wait_seconds",
             "Time a series waited in the queue before its batch started",
+            ["model"],
             buckets=_WAIT_BUCKETS,
             registry=r,
         )
-        self.batch_size = Histogram("kronos_batch_size", "Series per model batch", buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "kronos_batch_size", "Series per model batch", ["model"], buckets=_BATCH_BUCKETS, registry=r
+        )
         self.batch_rows = Histogram(
-            "kronos_batch_rows", "Sample paths (rows) per model batch", buckets=_BATCH_BUCKETS, registry=r
+            "kronos_batch_rows", "Sample paths (rows) per model batch", ["model"], buckets=_BATCH_BUCKETS, registry=r
         )
         self.batch_tokens = Histogram(
             "kronos_batch_tokens",
             "Tokens per model batch (each sample path: its context plus pred_len)",
+            ["model"],
             buckets=_TOKEN_BUCKETS,
             registry=r,
         )
         self.batch_duration = Histogram(
             "kronos_batch_duration_seconds",
             "Model time of one batch (including its retries after an out-of-memory split)",
+            ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -104,17 +113,20 @@ class ServiceMetrics:
             "kronos_batches",
             "Model batches started, by why they left the queue: full (KRONOS_MAX_BATCH_SIZE or "
             "KRONOS_MAX_BATCH_TOKENS reached) or waited (KRONOS_BATCH_WAIT_MS passed)",
-            ["reason"],
+            ["model", "reason"],
             registry=r,
         )
         self.batch_splits = Counter(
-            "kronos_batch_splits", "Batches split in two and retried after running out of device memory", registry=r
+            "kronos_batch_splits",
+            "Batches split in two and retried after running out of device memory",
+            ["model"],
+            registry=r,
         )
         self.cancelled_series = Counter(
             "kronos_cancelled_series",
             "Series dropped from the queue or from a running batch because their request ended, by why "
             "(disconnect, timeout, failed: another item of the same batch request failed)",
-            ["reason"],
+            ["model", "reason"],
             registry=r,
         )
         self.rate_limited = Counter("kronos_rate_limited", "Requests refused by the rate limit", ["route"], registry=r)
@@ -124,9 +136,51 @@ class ServiceMetrics:
             ["reason"],
             registry=r,
         )
-        self.model_ready = Gauge("kronos_model_ready", "1 when the model is loaded and warmed up", registry=r)
-        self.model_load_seconds = Gauge("kronos_model_load_seconds", "Time to load and warm up the model", registry=r)
-        self.device = Info("kronos_device", "Device requested and used, model and instance", registry=r)
+        self.model_ready = Gauge(
+            "kronos_model_ready", "1 when the model is loaded and warmed up", ["model"], registry=r
+        )
+        self.model_load_seconds = Gauge(
+            "kronos_model_load_seconds", "Time to load and warm up the model", ["model"], registry=r
+        )
+        self.device = Info(
+            "kronos_device", "Device requested and used, model version and instance", ["model"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def for_model(self, name: str) -> ModelMetrics:
+        """These metrics as one served model sees them: its ``model`` label already set."""
+        return ModelMetrics(self, name)
+
+
+class ModelMetrics:
+    """A view of ``ServiceMetrics`` for one model: a metric with a ``model`` label comes with that label
+    bound (``view.batches.labels("full")`` is ``batches.labels(name, "full")``); the others pass through.
+    The batcher and the service take it in place of ``ServiceMetrics``, so they need not know about models."""
+
+    def __init__(self, metrics: ServiceMetrics, name: str) -> None:
+        self._metrics = metrics
+        self.model_name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        metric = getattr(self._metrics, attribute)
+        if "model" in getattr(metric, "_labelnames", ()):
+            return _BoundModel(metric, self.model_name)
+        return metric
+
+
+class _BoundModel:
+    """A labelled metric with its ``model`` label bound: ``labels(...)`` takes the remaining ones."""
+
+    def __init__(self, metric: Any, name: str) -> None:
+        self._metric = metric
+        self._name = name
+
+    def labels(self, *values: str, **named: str) -> Any:
+        if named:
+            return self._metric.labels(model=self._name, **named)
+        return self._metric.labels(self._name, *values)
+
+    def __getattr__(self, attribute: str) -> Any:  # observe, inc, set, info … of the model's child
+        return getattr(self._metric.labels(self._name), attribute)

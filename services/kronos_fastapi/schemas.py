@@ -129,6 +129,9 @@ class SingleRequest(_Strict):
         description="/v1/predict/single only: also return the quantile bands calibrated on this request's own last "
         "`windows` windows (each one more forecast to run)",
     )
+    model: str | None = Field(
+        None, max_length=64, description="name of the model to use (GET /v1/models; default: KRONOS_DEFAULT_MODEL)"
+    )
 
 
 class BatchRequest(_Strict):
@@ -149,6 +152,7 @@ class BatchRequest(_Strict):
     )
 
     batch: list[SingleRequest] = Field(min_length=1)
+    model: str | None = Field(None, max_length=64, description="the model of every item that names none")
 
 
 # --- the original service's shape -----------------------------------------------------------
@@ -192,6 +196,9 @@ class LegacySingleRequest(_Strict):
     timestamps: list[datetime]
     prediction_timestamps: list[datetime] = Field(min_length=1)
     overrides: Overrides | None = None
+    model: str | None = Field(
+        None, max_length=64, description="name of the model to use (GET /v1/models; default: KRONOS_DEFAULT_MODEL)"
+    )
 
 
 class LegacyBatchItem(LegacySingleRequest):
@@ -202,6 +209,7 @@ class LegacyBatchRequest(_Strict):
     """The original service's batch request."""
 
     items: list[LegacyBatchItem] = Field(min_length=1)
+    model: str | None = Field(None, max_length=64, description="the model of every item that names none")
 
 
 # --- responses ------------------------------------------------------------------------------
@@ -269,11 +277,14 @@ class ForecastResult(BaseModel):
         None, description="per step, the share of sample paths closing above the last input close (sample_count > 1)"
     )
     calibration: CalibratedBands | None = Field(None, description="bands calibrated on past windows, when asked for")
+    model_name: str | None = Field(None, description="in a batch: the model that forecast this item")
 
 
 class ServedBy(BaseModel):
     device: str = Field(description="device the forecast ran on, e.g. cpu or cuda:0")
-    model: str = Field(description="model version: checkpoint folder @ weights digest")
+    model: str = Field(description="model version: hub id @ commit, or checkpoint folder @ weights digest")
+    model_name: str | None = Field(None, description="the served model's name (GET /v1/models)")
+    model_revision: str | None = Field(None, description="the hub commit of its weights (null for a local folder)")
     instance: str
     elapsed_ms: float
 
@@ -433,6 +444,32 @@ class ModelInfo(BaseModel):
     parameters: int
     load_seconds: float
     warmup_seconds: float
+    source: str | None = Field(None, description="as configured: a folder, bundled or a hub id")
+    revision: str | None = Field(None, description="hub commit of the predictor (null for a local folder)")
+    tokenizer_source: str | None = None
+    tokenizer_revision: str | None = None
+
+
+class ServedModel(BaseModel):
+    """One model of this instance, as GET /v1/models and /v1/readyz list it."""
+
+    name: str
+    default: bool
+    state: Literal["ready", "loading", "failed"]
+    reason: str | None = None
+    source: str = Field(description="a folder, bundled or a hub id")
+    revision: str | None = Field(description="resolved hub commit (null for a folder, or until loaded)")
+    version: str | None = Field(description="hub id @ commit, or folder @ weights digest (null until loaded)")
+    tokenizer_source: str | None = None
+    tokenizer_revision: str | None = None
+    parameters: int | None = None
+    max_context: int
+    device: str | None = None
+
+
+class ModelsResponse(BaseModel):
+    default: str
+    models: list[ServedModel]
 
 
 class BatchingInfo(BaseModel):
@@ -453,6 +490,7 @@ class ReadyResponse(BaseModel):
     uptime_s: float
     model: ModelInfo | None = None
     batching: BatchingInfo
+    models: list[ServedModel] | None = Field(None, description="every model of this instance and its state")
 
 
 class DetailedHealthResponse(BaseModel):

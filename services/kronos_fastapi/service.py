@@ -20,10 +20,12 @@ import torch
 from model import Forecast, InputError, Kronos, KronosPredictor, KronosTokenizer, SeriesInput
 from model.devices import resolve_device
 from model.errors import DeviceUnavailableError
+from model.hub import Checkpoint, resolve_pair
 
 from .batching import BatchScheduler, OnDone, forecast_splitting, is_out_of_memory
 from .errors import DeviceOutOfMemory, InvalidRequest, ModelNotReady, ServiceError
-from .metrics import ServiceMetrics
+from .metrics import ModelMetrics, ServiceMetrics
+from .model_specs import ModelSpec, default_spec
 from .schemas import ModelInfo
 from .settings import Settings
 
@@ -41,12 +43,25 @@ def checkpoint_version(folder: Path) -> str:
     return f"{folder.resolve().name}@{digest.hexdigest()[:12]}"
 
 
-class ForecastService:
-    """Owns the predictor. ``load()`` runs once in the background; ``forecast()`` serves requests."""
+def served_version(checkpoint: Checkpoint) -> str:
+    """``<hub id>@<commit>`` for a checkpoint from the hub, else ``checkpoint_version`` of its folder."""
+    return (
+        f"{checkpoint.source}@{checkpoint.revision}" if checkpoint.from_hub else checkpoint_version(checkpoint.folder)
+    )
 
-    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+
+class ForecastService:
+    """Owns one model's predictor, model thread and batcher. ``load()`` runs once in the background;
+    ``forecast()`` serves requests. An instance serving several models has one of these per model
+    (``catalog.py``), so batches never mix models."""
+
+    def __init__(
+        self, settings: Settings, metrics: ServiceMetrics | ModelMetrics, spec: ModelSpec | None = None
+    ) -> None:
         self.settings = settings
-        self.metrics = metrics
+        self.spec = spec or default_spec(settings)
+        self.name = self.spec.name
+        self.metrics = metrics.for_model(self.name) if isinstance(metrics, ServiceMetrics) else metrics
         self.state = LOADING
         self.reason: str | None = "the model is loading"
         self.device_requested = settings.device
@@ -60,16 +75,16 @@ class ForecastService:
         self.scheduler = BatchScheduler(
             self._run_batch,
             self._executor,
-            metrics,
+            self.metrics,
             # Both budgets are set again for the device actually used.
             max_rows=settings.batch_rows(settings.device),
             max_tokens=settings.batch_tokens(settings.device),
-            context=settings.max_context,
+            context=self.spec.max_context,
             wait_s=settings.batch_wait_ms / 1000,
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
         )
-        metrics.queue_capacity.set(settings.max_queue)
+        self.metrics.queue_capacity.set(settings.max_queue)
         self._publish()
 
     # --- state ----------------------------------------------------------------------------
@@ -94,7 +109,7 @@ class ForecastService:
                 "device": self.device_label,
                 "fallback": str(self.fallback).lower(),
                 "state": self.state,
-                "model": self.model.version if self.model else "",
+                "version": self.model.version if self.model else "",
                 "instance": self.settings.instance_name,
             }
         )
@@ -127,10 +142,11 @@ class ForecastService:
         device = self._resolve_device()
         self.device = str(device)
         self._publish()
-        model_path, tokenizer_path = self.settings.model_path, self.settings.resolved_tokenizer_path
-        model = Kronos.from_pretrained(model_path)
-        tokenizer = KronosTokenizer.from_pretrained(tokenizer_path)
-        predictor = KronosPredictor(model, tokenizer, device=device, max_context=self.settings.max_context)
+        spec = self.spec
+        pair = resolve_pair(spec.source, spec.revision, spec.tokenizer, spec.tokenizer_revision, spec.max_context)
+        model = Kronos.from_pretrained(pair.model.folder)
+        tokenizer = KronosTokenizer.from_pretrained(pair.tokenizer.folder)
+        predictor = KronosPredictor(model, tokenizer, device=device, max_context=pair.max_context)
         loaded = time.perf_counter()
         self._warm_up(predictor)
         warmed = time.perf_counter()
@@ -138,12 +154,16 @@ class ForecastService:
         self.scheduler.max_rows = self.settings.batch_rows(self.device)
         self.scheduler.max_tokens = self.settings.batch_tokens(self.device)
         self.model = ModelInfo(
-            name=Path(model_path).resolve().name,
-            version=checkpoint_version(Path(model_path)),
-            tokenizer_version=checkpoint_version(Path(tokenizer_path)),
-            path=str(model_path),
-            tokenizer_path=str(tokenizer_path),
-            max_context=self.settings.max_context,
+            name=self.name,
+            version=served_version(pair.model),
+            tokenizer_version=served_version(pair.tokenizer),
+            path=str(pair.model.folder),
+            tokenizer_path=str(pair.tokenizer.folder),
+            max_context=pair.max_context,
+            source=spec.source,
+            revision=pair.model.revision,
+            tokenizer_source=pair.tokenizer.source,
+            tokenizer_revision=pair.tokenizer.revision,
             parameters=sum(p.numel() for p in model.parameters()),
             load_seconds=round(loaded - started, 3),
             warmup_seconds=round(warmed - loaded, 3),

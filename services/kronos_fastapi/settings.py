@@ -11,12 +11,13 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from model.bundled import bundled_model_path
+from model.bundled import bundled_model_path, bundled_tokenizer_path
 from model.devices import parse_device
-from model.errors import DeviceError
+from model.errors import DeviceError, KronosError
+from model.hub import BUNDLED, default_tokenizer, is_hub_id
 
 ENV_PREFIX = "KRONOS_"
 
@@ -77,6 +78,14 @@ class Settings(BaseSettings):
     model_path: Path = Field(default_factory=bundled_model_path, description="predictor checkpoint folder")
     tokenizer_path: Path | None = Field(None, description="tokenizer checkpoint folder (default: MODEL_PATH/tokenizer)")
     max_context: int = Field(512, ge=2, le=8192, description="tokens the model sees; older rows are dropped")
+    model_revision: str | None = Field(None, description="commit, branch or tag of a hub MODEL_PATH (default main)")
+    tokenizer_revision: str | None = Field(None, description="commit, branch or tag of a hub TOKENIZER_PATH")
+    models: CommaList = Field(
+        default_factory=list,
+        description="several models: name=source[@revision] pairs, comma-separated; source is a folder, a hub id "
+        "or 'bundled' (set: MODEL_PATH and TOKENIZER_PATH are not used)",
+    )
+    default_model: str | None = Field(None, description="the model of requests that name none (default: the first)")
 
     # --- request limits ---------------------------------------------------------------------
     default_pred_len: int = Field(120, ge=1, description="pred_len when a request gives none")
@@ -149,7 +158,7 @@ class Settings(BaseSettings):
     def _level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("api_keys", "allowed_clients", "trusted_proxies", "cors_origins", mode="before")
+    @field_validator("api_keys", "allowed_clients", "trusted_proxies", "cors_origins", "models", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -188,18 +197,26 @@ class Settings(BaseSettings):
 
     @field_validator("model_path", "tokenizer_path")
     @classmethod
-    def _folder(cls, value: Path | None) -> Path | None:
+    def _folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and str(value) == BUNDLED:
+            return bundled_model_path() if info.field_name == "model_path" else bundled_tokenizer_path()
+        if value is not None and is_hub_id(str(value)):  # fetched when the model loads
+            return value
         if value is not None and not value.expanduser().is_dir():
-            raise ValueError(f"checkpoint folder {value} does not exist")
+            raise ValueError(f"checkpoint folder {value} does not exist (nor is it a hub id of the form org/name)")
         return value.expanduser() if value is not None else None
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if self.tokenizer_path is None and not (self.model_path / "tokenizer").is_dir():
-            raise ValueError(
-                "KRONOS_TOKENIZER_PATH: not set, and KRONOS_MODEL_PATH has no tokenizer folder "
-                f"({self.model_path / 'tokenizer'})"
-            )
+        if self.tokenizer_path is None and not self.models:
+            try:
+                default_tokenizer(str(self.model_path))
+            except KronosError as exc:
+                raise ValueError(f"KRONOS_TOKENIZER_PATH: not set, and {exc}") from None
+        if self.models or self.default_model:
+            from .model_specs import model_specs  # the rules of KRONOS_MODELS live there
+
+            model_specs(self)
         if self.max_pred_len == 0:
             self.max_pred_len = self.max_context
         if self.max_pred_len > self.max_context:

@@ -216,3 +216,19 @@ def test_every_service_setting_can_be_set_and_none_is_misspelt(docker_compose, p
 def test_pass_through_list_is_the_same_in_every_file():
     blocks = [yaml.safe_load((REPO / file).read_text())["x-kronos-settings"] for file in COMPOSE_FILES]
     assert blocks[0] == blocks[1] == blocks[2]
+
+
+@pytest.mark.parametrize("file", COMPOSE_FILES)
+def test_hub_downloads_go_to_a_model_cache_volume(docker_compose, project, file):
+    services = config(docker_compose, project, file)["services"]
+    instances = [services[name] for name in ("kronos-api-cpu", "kronos-api-gpu") if name in services]
+    for service in instances:
+        env = service["environment"]
+        assert env["HF_HOME"] == "/cache/huggingface"
+        assert volume(service, "/cache/huggingface") == ("kronos-model-cache", "rw")  # a named volume, kept
+        assert env["HF_HUB_OFFLINE"] is None and env["HF_TOKEN"] is None  # passed through when set
+    hub = config(docker_compose, project, file, {"KRONOS_MODEL_PATH": "NeoQuasar/Kronos-small", "HF_HUB_OFFLINE": "1"})
+    for name, service in hub["services"].items():
+        if name.startswith("kronos-api"):
+            assert service["environment"]["KRONOS_MODEL_PATH"] == "NeoQuasar/Kronos-small"
+            assert service["environment"]["HF_HUB_OFFLINE"] == "1"

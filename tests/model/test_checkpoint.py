@@ -34,11 +34,6 @@ def test_missing_folder_names_the_path(tmp_path):
         Kronos.from_pretrained(tmp_path / "nope")
 
 
-def test_hub_id_explains_local_folders_only():
-    with pytest.raises(CheckpointError, match="loads local folders only"):
-        Kronos.from_pretrained("NeoQuasar/Kronos-small")
-
-
 def test_missing_weights_file_names_the_path(predictor_copy):
     (predictor_copy / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"model\.safetensors is missing"):

@@ -117,7 +117,8 @@ def test_a_short_series_is_answered_while_its_long_batch_mate_still_decodes(pred
     from concurrent.futures import ThreadPoolExecutor
 
     options = {"max_rows": 8, "max_tokens": 10_000, "context": 512, "max_queue": 8, "timeout_s": 60.0}
-    scheduler = BatchScheduler(run_batch, ThreadPoolExecutor(1), ServiceMetrics(), wait_s=0.2, **options)
+    metrics = ServiceMetrics().for_model("test")
+    scheduler = BatchScheduler(run_batch, ThreadPoolExecutor(1), metrics, wait_s=0.2, **options)
     short, long = series(30, 2, seed=21), series(30, 400, seed=22)
 
     async def scenario():
@@ -198,7 +199,7 @@ def refuse(batch):
 
 
 def test_the_service_maps_outcomes_to_errors(predictor):
-    service = ForecastService(load_settings(env_file=None), ServiceMetrics())
+    service = ForecastService(load_settings(env_file=None), ServiceMetrics().for_model("test"))
     service.predictor, service.device = FakePredictor(oom_above(predictor.forecast, 2, [])), "cuda:0"
     ok, too_big = service._run_batch([MIXED[0], series(sample_count=3)])
     assert isinstance(ok, Forecast)
@@ -258,7 +259,7 @@ def stub_forecast(s: SeriesInput) -> Forecast:
 def scheduler_for(model: StandInModel, **limits) -> tuple[BatchScheduler, ServiceMetrics]:
     from concurrent.futures import ThreadPoolExecutor
 
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics().for_model("test")
     options = {"max_rows": 4, "max_tokens": 10_000, "context": 512, "wait_s": 0.0, "max_queue": 4, "timeout_s": 10.0}
     options.update(limits)
     return BatchScheduler(model, ThreadPoolExecutor(1), metrics, **options), metrics

@@ -10,6 +10,8 @@ import httpx
 from conftest import GUIDE_SINGLE
 from prometheus_client.parser import text_string_to_metric_families
 
+from model.bundled import BUNDLED_NAME
+
 
 def _samples(client: httpx.Client) -> dict[tuple, float]:
     response = client.get("/v1/metrics")
@@ -42,14 +44,14 @@ def test_metrics_parse_and_move(client):
         _value(after, "kronos_rejections_total", reason="validation_error")
         == _value(before, "kronos_rejections_total", reason="validation_error") + 1
     )
-    single = {"endpoint": "single"}
+    single = {"endpoint": "single", "model": BUNDLED_NAME}
     assert (
         _value(after, "kronos_prediction_duration_seconds_count", **single)
         == _value(before, "kronos_prediction_duration_seconds_count", **single) + 1
     )
     assert _value(after, "kronos_request_rows_count") == _value(before, "kronos_request_rows_count") + 1
     assert _value(after, "kronos_request_pred_len_sum") == _value(before, "kronos_request_pred_len_sum") + 10
-    assert _value(after, "kronos_model_ready") == 1.0
+    assert _value(after, "kronos_model_ready", model=BUNDLED_NAME) == 1.0
     assert _value(after, "kronos_http_requests_in_flight") == 1.0  # the /v1/metrics request itself
     info = [labels for (name, labels) in after if name == "kronos_device_info"]
     assert dict(info[0])["device"] == "cpu" and dict(info[0])["state"] == "ready"

@@ -14,6 +14,9 @@ DESCRIBED = {
     "tokenizer_path": "`MODEL_PATH/tokenizer`",
     "instance_name": "the host name",
     "max_pred_len": "`0` (= `MAX_CONTEXT`)",
+    "model_revision": "`main`",
+    "tokenizer_revision": "`main`",
+    "default_model": "the first model",
 }
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from ..backtesting import backtest_result, parse_backtest
 from ..schemas import BacktestResponse
-from .common import ServiceDep, SettingsDep, error_responses
+from .common import CatalogDep, SettingsDep, error_responses
 from .predict import _PARSE_OFF_LOOP_BYTES, _forecast, _request_body, _served
 
 router = APIRouter(prefix="/v1", tags=["backtest"])
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1", tags=["backtest"])
     responses=error_responses(400, 401, 403, 413, 422, 429, 500, 503, 504),
     openapi_extra=_request_body("BacktestRequest"),
 )
-async def backtest(request: Request, service: ServiceDep, settings: SettingsDep) -> JSONResponse:
+async def backtest(request: Request, catalog: CatalogDep, settings: SettingsDep) -> JSONResponse:
     started = time.perf_counter()
     body = await request.body()
     if len(body) > _PARSE_OFF_LOOP_BYTES:
@@ -36,6 +36,7 @@ async def backtest(request: Request, service: ServiceDep, settings: SettingsDep)
         parsed = parse_backtest(body, settings)
     request.state.rows, request.state.pred_len = parsed.full.rows, parsed.pred_len
     request.state.items = len(parsed.plan.windows)
-    forecasts = await _forecast(request, service, parsed.series, "backtest")
+    # every window names the request's model (None: the default one)
+    forecasts, (service, *_) = await _forecast(request, catalog, parsed.plan.items, "backtest")
     result = await asyncio.to_thread(backtest_result, parsed, forecasts)
     return JSONResponse({**result, **_served(service, started)})

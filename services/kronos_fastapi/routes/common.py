@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from ..catalog import ModelCatalog
 from ..metrics import ServiceMetrics
 from ..schemas import ErrorResponse
 from ..service import ForecastService
@@ -24,7 +25,12 @@ def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
+def get_catalog(request: Request) -> ModelCatalog:
+    return request.app.state.models
+
+
 ServiceDep = Annotated[ForecastService, Depends(get_service)]
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 

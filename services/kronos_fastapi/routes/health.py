@@ -10,8 +10,9 @@ import psutil
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from ..catalog import describe
 from ..schemas import DetailedHealthResponse, HealthResponse, ReadyResponse
-from .common import ServiceDep, error_responses
+from .common import CatalogDep, ServiceDep, error_responses
 
 router = APIRouter(prefix="/v1", tags=["health"])
 
@@ -28,10 +29,10 @@ async def healthz(service: ServiceDep) -> dict[str, Any]:
 @router.get(
     "/readyz",
     response_model=ReadyResponse,
-    summary="Readiness: 200 once the model is loaded and warmed up, else 503 with a reason",
+    summary="Readiness: 200 once the default model is loaded and warmed up, else 503 with a reason",
     responses={503: {"model": ReadyResponse, "description": "loading, or failed (e.g. the device is missing)"}},
 )
-async def readyz(service: ServiceDep) -> JSONResponse:
+async def readyz(service: ServiceDep, catalog: CatalogDep) -> JSONResponse:
     model = service.model
     body = {
         "status": service.state,
@@ -49,6 +50,7 @@ async def readyz(service: ServiceDep) -> JSONResponse:
             "max_queue": service.settings.max_queue,
             "queue_depth": service.scheduler.depth,
         },
+        "models": [describe(s, name == catalog.default_name) for name, s in catalog.services.items()],
     }
     return JSONResponse(body, status_code=200 if service.ready else 503)
 

@@ -10,16 +10,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from model import Forecast, SeriesInput
+from model import Forecast
 
 from ..backtesting import calibration_plan, calibration_result
+from ..catalog import ModelCatalog
 from ..errors import ClientDisconnected
-from ..forecasting import ParsedRequest, parse_batch, parse_single
+from ..forecasting import ParsedRequest, PreparedSeries, parse_batch, parse_single
 from ..responses import forecast_result, legacy_result
 from ..schemas import BatchResponse, LegacySingleResponse, SingleResponse
 from ..service import ForecastService
 from ..settings import Settings
-from .common import ServiceDep, SettingsDep, error_responses
+from .common import CatalogDep, SettingsDep, error_responses
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -53,11 +54,14 @@ async def _until_disconnected(request: Request) -> None:
 
 
 async def _forecast(
-    request: Request, service: ForecastService, series: Sequence[SeriesInput], endpoint: str
-) -> list[Forecast]:
-    """The service's forecast, given up as soon as the client disconnects: its series leave the queue,
-    or their batch at the next decode step, so nobody decodes for a client that is gone."""
-    forecast = asyncio.ensure_future(service.forecast(series, endpoint))
+    request: Request, catalog: ModelCatalog, items: Sequence[PreparedSeries], endpoint: str, legacy: bool = False
+) -> tuple[list[Forecast], list[ForecastService]]:
+    """Each item's forecast by its model, given up as soon as the client disconnects: its series leave
+    the queue, or their batch at the next decode step, so nobody decodes for a client that is gone."""
+    models = [item.model for item in items]
+    for i, name in enumerate(models):  # an unknown model is refused before anything is queued
+        catalog.get(name, _model_field(endpoint, i, legacy))
+    forecast = asyncio.ensure_future(catalog.forecast([item.series for item in items], models, endpoint))
     hangup = asyncio.ensure_future(_until_disconnected(request))
     try:
         await asyncio.wait((forecast, hangup), return_when=asyncio.FIRST_COMPLETED)
@@ -71,10 +75,16 @@ async def _forecast(
         forecast.cancel()  # a no-op once done; reached early only when this request is cancelled
 
 
+def _model_field(endpoint: str, index: int, legacy: bool) -> str:
+    return "model" if endpoint in ("single", "backtest") else f"{'items' if legacy else 'batch'}[{index}].model"
+
+
 def _served(service: ForecastService, started: float) -> dict[str, Any]:
     return {
         "device": service.device_label,
         "model": service.model.version if service.model else "",
+        "model_name": service.name,
+        "model_revision": service.model.revision if service.model else None,
         "instance": service.settings.instance_name,
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
     }
@@ -92,7 +102,7 @@ def _served(service: ForecastService, started: float) -> dict[str, Any]:
 )
 async def predict_single(
     request: Request,
-    service: ServiceDep,
+    catalog: CatalogDep,
     settings: SettingsDep,
 ) -> JSONResponse:
     started = time.perf_counter()
@@ -100,9 +110,8 @@ async def predict_single(
     item = parsed.items[0]
     calibrating = item.request is not None and item.request.calibration is not None
     past = calibration_plan(item, item.request, settings) if calibrating else None
-    (forecast, *past_forecasts) = await _forecast(
-        request, service, [item.series, *(w.series for w in past.items)] if past else [item.series], "single"
-    )
+    items = [item, *past.items] if past else [item]
+    (forecast, *past_forecasts), (service, *_) = await _forecast(request, catalog, items, "single")
     if parsed.legacy:
         model = service.model
         return JSONResponse(legacy_result(item, forecast, model.version, model.tokenizer_version))
@@ -124,20 +133,22 @@ async def predict_single(
 )
 async def predict_batch(
     request: Request,
-    service: ServiceDep,
+    catalog: CatalogDep,
     settings: SettingsDep,
 ) -> JSONResponse:
     started = time.perf_counter()
     parsed = await _parse(request, parse_batch, settings)
-    forecasts = await _forecast(request, service, [item.series for item in parsed.items], "batch")
-    service.metrics.batch_items.observe(len(parsed.items))
+    forecasts, services = await _forecast(request, catalog, parsed.items, "batch", parsed.legacy)
+    catalog.default.metrics.batch_items.observe(len(parsed.items))
     if parsed.legacy:
-        model = service.model
         return JSONResponse(
             [
-                legacy_result(item, f, model.version, model.tokenizer_version, i, True)
-                for i, (item, f) in enumerate(zip(parsed.items, forecasts))
+                legacy_result(item, f, s.model.version, s.model.tokenizer_version, i, True)
+                for i, (item, f, s) in enumerate(zip(parsed.items, forecasts, services))
             ]
         )
-    results = [forecast_result(item, f, i, True) for i, (item, f) in enumerate(zip(parsed.items, forecasts))]
-    return JSONResponse({"count": len(results), "results": results, **_served(service, started)})
+    results = [
+        {**forecast_result(item, f, i, True), "model_name": s.name}
+        for i, (item, f, s) in enumerate(zip(parsed.items, forecasts, services))
+    ]
+    return JSONResponse({"count": len(results), "results": results, **_served(services[0], started)})
