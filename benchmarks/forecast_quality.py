@@ -17,6 +17,7 @@ last close of the lookback window, extended h steps). Run::
 
     python benchmarks/forecast_quality.py                       # the bundled model on the backtesting data
     python benchmarks/forecast_quality.py --model runs/mine a.csv b.csv --json quality.json
+    python benchmarks/forecast_quality.py --heldout             # held-out instruments (benchmarks/heldout.py)
 """
 
 from __future__ import annotations
@@ -185,6 +186,11 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--heldout" in argv:  # held-out instruments (the model card's table): benchmarks/heldout.py
+        from heldout import main as heldout_main
+
+        return heldout_main([a for a in argv if a != "--heldout"])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", nargs="*", help="OHLCV CSV files (default: backtesting's GOOG, EURUSD, BTCUSD)")
     parser.add_argument("--model", default=str(bundled_model_path()), help="predictor folder (default: bundled)")

@@ -34,7 +34,7 @@ def _demo() -> Preset:
                 steps=1500, batch_size=32, batch_tokens=2048, lr=2e-3, warmup_steps=50, grad_clip=2.0
             ),
             predictor=StageSettings(
-                steps=400, batch_size=32, batch_tokens=2048, lr=2e-3, warmup_steps=40, grad_clip=3.0
+                steps=600, batch_size=32, batch_tokens=2048, lr=2e-3, warmup_steps=40, grad_clip=3.0
             ),
             val_fraction=0.2,
             min_window=48,
