@@ -238,7 +238,9 @@ class WindowSampler:
         length = int(rng.integers(self.min_window, self.max_window + 1))
         if max_tokens:
             batch_size = max(1, min(batch_size, max_tokens // length))
-        factor = self.aggregate[int(rng.integers(len(self.aggregate)))] if len(self.aggregate) > 1 else self.aggregate[0]
+        factor = (
+            self.aggregate[int(rng.integers(len(self.aggregate)))] if len(self.aggregate) > 1 else self.aggregate[0]
+        )
         raw = length * factor
         starts = np.array([max(end - raw + 1, 0) for end in self.ends], dtype=np.int64)
         if factor > 1 and not starts.any():  # too long for every series at this factor: no aggregation
