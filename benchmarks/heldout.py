@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     series = [load_csv(p) for p in args.csv] if args.csv else heldout_series()
     model = Kronos.from_pretrained(args.model)
     tokenizer = KronosTokenizer.from_pretrained(args.tokenizer or Path(args.model) / "tokenizer")
-    predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=args.lookback)
+    predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=args.lookback + args.pred_len)
     began = time.perf_counter()
     settings = [tuple(map(float, g.split(":"))) for g in args.grid] if args.grid else [(args.temperature, args.top_p)]
     grid = {f"{t:g}:{p:g}": evaluate(predictor, series, t, p, args) for t, p in settings}
