@@ -235,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=args.lookback + args.pred_len)
     began = time.perf_counter()
     settings = [tuple(map(float, g.split(":"))) for g in args.grid] if args.grid else [(args.temperature, args.top_p)]
-    grid = {f"{t:g}:{p:g}": evaluate(predictor, series, t, p, args) for t, p in settings}
+    grid = {}
+    for t, p in settings:
+        grid[f"{t:g}:{p:g}"] = evaluate(predictor, series, t, p, args)
+        print(f"T {t:g}, top_p {p:g}: done at {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
     results = {"settings": {k: v for k, v in vars(args).items() if k not in ("csv", "json")}, "grid": grid}
     results["seconds"] = time.perf_counter() - began
     for key, rows in grid.items():
