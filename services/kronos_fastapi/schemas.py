@@ -84,9 +84,9 @@ class SingleRequest(_Strict):
         "them rows are consecutive periods of `freq` (default KRONOS_DEFAULT_FREQ) from 2024-01-01T00:00",
     )
     freq: str | None = Field(None, description="pandas frequency of the rows (e.g. 5min, h, D, B); default: inferred")
-    T: Number = Field(1.0, gt=0, description="sampling temperature")
+    T: Number = Field(1.0, gt=0, description="sampling temperature (with quantiles and no T: 1.1)")
     top_k: StrictInt = Field(0, ge=0, description="keep the k most likely tokens (0 = off)")
-    top_p: Number = Field(0.9, gt=0, le=1, description="nucleus sampling threshold")
+    top_p: Number = Field(0.9, gt=0, le=1, description="nucleus sampling threshold (with quantiles and no top_p: 0.95)")
     sample_count: StrictInt = Field(1, ge=1, description="sample paths; the forecast is their mean")
     seed: StrictInt | None = Field(None, ge=0, lt=SEED_LIMIT, description="makes the answer reproducible")
     quantiles: list[Annotated[Number, Field(ge=0, le=1)]] | None = Field(
