@@ -147,3 +147,14 @@ def test_run_with_early_stopping_augmentations_keeps_a_validated_step(goog, euru
         assert stage.best_step in scores
         assert all(np.isfinite(v) for v in scores.values())
         assert len(stage.validation) <= stage.steps // 10 + 1
+
+
+def test_demo_command_trains_on_the_corpus_and_writes_a_loadable_checkpoint(tmp_path):
+    from model import Kronos, KronosTokenizer
+    from model.training.cli import main
+
+    out = tmp_path / "demo"
+    argv = ["--demo", "--size", "tiny", "--out", str(out), "--tokenizer-steps", "3", "--predictor-steps", "3"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert Kronos.from_pretrained(out).config == TINY.predictor
+    assert KronosTokenizer.from_pretrained(out / "tokenizer").config == TINY.tokenizer
