@@ -2,7 +2,9 @@
 
 Examples::
 
-    kronos-train --demo --out model/bundled/kronos-demo          # the bundled kronos-demo, reproducibly
+    kronos-train --demo --out runs/demo                           # both stages on the demo corpus
+    kronos-train --demo --stage predictor --from-tokenizer model/bundled/kronos-demo/tokenizer \
+        --out runs/kronos-demo --seed 0 --threads 1               # the bundled kronos-demo's predictor
     kronos-train a.csv b.csv --out runs/mine                      # from scratch, demo-sized networks
     kronos-train a.csv --from /models/Kronos-small --from-tokenizer /models/Kronos-Tokenizer-base --out runs/ft
 """
