@@ -14,7 +14,10 @@ volatility band. The 10-90 band is calibrated split-conformally from earlier win
 
 Series are CSV files (timestamp column + open, high, low, close[, volume[, amount]]) or the names of
 the ``backtesting`` package's candles (GOOG daily, EURUSD hourly, BTCUSD monthly). ``--reconstruction``
-adds the tokenizer's round-trip error on the last ``--val-fraction`` of each series.
+adds the tokenizer's round-trip error on the last ``--val-fraction`` of each series. ``--heldout`` runs
+the kronos-demo model card's table on the instruments it never saw instead (benchmarks/heldout.py)::
+
+    python benchmarks/forecast_quality.py --heldout --temperature 1.1 --top-p 0.95
 """
 
 from __future__ import annotations
@@ -148,6 +151,11 @@ def markdown(results: dict, pair: tuple[float, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--heldout" in argv:  # held-out instruments (the model card's table): benchmarks/heldout.py
+        from heldout import main as heldout_main
+
+        return heldout_main([a for a in argv if a != "--heldout"])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("series", nargs="*", default=["GOOG", "EURUSD"], help="CSV files or GOOG, EURUSD, BTCUSD")
     parser.add_argument("--model", default=str(bundled_model_path()), help="predictor folder (default: bundled)")

