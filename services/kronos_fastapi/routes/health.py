@@ -48,6 +48,8 @@ async def readyz(service: ServiceDep) -> JSONResponse:
             "batch_wait_ms": service.settings.batch_wait_ms,
             "max_queue": service.settings.max_queue,
             "queue_depth": service.scheduler.depth,
+            "mode": service.settings.batching,
+            "kv_cache_bytes": service.kv_cache_bytes,
         },
     }
     return JSONResponse(body, status_code=200 if service.ready else 503)
