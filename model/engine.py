@@ -332,7 +332,8 @@ class DecodeEngine:
                 self.slot_stamp[hole] = self.slot_stamp[source]
                 other = self.owner[source]
                 other.slots[other.slots.index(source)] = hole
-                self.owner[hole], self.owner[source] = other, None
+                self.owner[hole] = other
+                self._free(source)
             for s in leaving:
                 if self.owner[s] is entry:
                     self._free(s)
