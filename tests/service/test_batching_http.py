@@ -156,6 +156,8 @@ def test_batched_answers_equal_solo_answers(servers):
     batches_before, series_before = metric(url, "kronos_batch_size_count"), metric(url, "kronos_batch_size_sum")
     together = post_all(url, MIXED)
     assert [r.status_code for r in together] == [200] * len(MIXED), [r.text for r in together]
+    ready = httpx.get(url + "/v1/readyz", timeout=10).json()["batching"]
+    assert ready["mode"] == "step" and ready["kv_cache_bytes"] == metric(url, "kronos_kv_cache_bytes") > 0
     batches = metric(url, "kronos_batch_size_count") - batches_before
     series = metric(url, "kronos_batch_size_sum") - series_before
     assert series == 7 and batches < series, f"{series} series in {batches} batches: nothing was batched"
