@@ -5,9 +5,9 @@ series whenever it likes and calls ``step()`` in a loop; each step
 
 1. drops the series whose ``cancel`` event is set;
 2. feeds every decoding row its newest token (one batched step over the packed slab rows);
-3. runs prefill chunks of at most ``chunk`` tokens each, within a budget of ``chunk`` tokens per
-   step, least recently served first (round-robin): a long prefill never holds the others' next
-   token for more than one chunk;
+3. runs prefill chunks of at most ``chunk`` tokens each, least recently served first
+   (round-robin), starting chunks while fewer than ``chunk`` tokens ran this step: a long prefill
+   never holds the others' next token for more than about two chunks;
 4. samples the next (s1, s2) of every row that has a fresh hidden state, with each series' own
    generator, and hands over the series that are done.
 
@@ -240,7 +240,7 @@ class DecodeEngine:
         return sampled, progress
 
     def _prefill(self, net: InferenceWeights) -> dict[_Window, tuple[int, Tensor | None]]:
-        """Run prefill chunks, least recently served first, within ``chunk`` tokens (at least one)."""
+        """Run prefill chunks, least recently served first, while fewer than ``chunk`` tokens ran."""
         waiting = [
             (w.served, entry.order, w.path, w, entry)
             for entry in self.series.values()
@@ -251,9 +251,9 @@ class DecodeEngine:
         progress = {}
         spent = 0
         for _, _, _, w, entry in sorted(waiting, key=lambda item: item[:3]):
-            size = min(self.chunk, w.width - w.done)
-            if spent and spent + size > self.chunk:
+            if spent >= self.chunk:
                 break
+            size = min(self.chunk, w.width - w.done)
             spent += size
             lo, hi = w.start + w.done, w.start + w.done + size
             stamps = entry.job.stamps[lo:hi].unsqueeze(0)
