@@ -84,6 +84,7 @@ class _Series:
 class StepReport:
     finished: list[tuple[Hashable, Forecast]] = field(default_factory=list)
     dropped: list[Hashable] = field(default_factory=list)  # cancelled
+    failed: list[tuple[Hashable, Exception]] = field(default_factory=list)  # done, but its decoding failed
 
 
 class DecodeEngine:
@@ -187,8 +188,11 @@ class DecodeEngine:
                 self.slab.lengths[entry.slots] += 1
         for entry, _, _ in sampled:  # ... then rows move (a moved row takes its new column along)
             if entry.done:
-                report.finished.append((entry.key, self._forecast(entry)))
                 self.remove(entry.key)
+                try:
+                    report.finished.append((entry.key, self._forecast(entry)))
+                except Exception as exc:  # noqa: BLE001 — e.g. out of memory in the tokenizer: this series only
+                    report.failed.append((entry.key, exc))
             else:
                 self._advance(entry)
         return report

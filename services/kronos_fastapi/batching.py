@@ -74,6 +74,7 @@ RunBatch = Callable[[list[SeriesInput], OnDone | None], Sequence[Forecast | None
 class StepReport(Protocol):
     finished: list[tuple[Hashable, Forecast]]
     dropped: list[Hashable]
+    failed: list[tuple[Hashable, Exception]]
 
 
 class StepModel(Protocol):
@@ -426,6 +427,10 @@ class BatchScheduler:
                 self._settle(loop, job, forecast)
             for job in report.dropped:
                 self._settle(loop, job, None)
+            for job, exc in report.failed:
+                if not is_out_of_memory(exc):
+                    logger.error("decoding a finished series failed", exc_info=exc)
+                self._settle(loop, job, self.as_error(exc))
 
     def _admit(self) -> list[Job]:
         """Under the lock: queued jobs in arrival order while the budgets hold with the running rows
