@@ -1,10 +1,12 @@
-"""The service under load: N concurrent clients against the real server, batching on and off, side by side.
+"""The service under load: N concurrent clients against the real server, three ways of batching side by side.
 
-    python benchmarks/serve.py            # the cases below, about 7 minutes on 2 cores
+    python benchmarks/serve.py            # the cases below, about 14 minutes on 2 cores
     python benchmarks/serve.py --quick    # the bundled tiny model, 3-6 s per case: a correctness run
 
 For each mode the script starts the real service (``python -m services.kronos_fastapi``) on a free
-127.0.0.1 port: batching on (the default settings) or off (``KRONOS_MAX_BATCH_SIZE=1``). The model
+127.0.0.1 port: ``step`` (the default: series join and leave the running batch at every decode
+step), ``request`` (``KRONOS_BATCHING=request``: a batch is formed once and runs to its end) or
+``off`` (request-level with ``KRONOS_MAX_BATCH_SIZE=1``: every series alone). The model
 is Kronos-small-shaped with random weights (written to a temporary folder and passed as
 ``KRONOS_MODEL_PATH``); the requests are windows of real EURUSD hourly candles (backtesting's
 EURUSD.csv) with their timestamps, lookback 100 / pred_len 20 and lookback 400 / pred_len 120, one
@@ -12,6 +14,10 @@ sample path each. N closed-loop clients (1, 8, 32) each send a request, wait for
 the next, for a fixed time per case; requests still unanswered at the end are abandoned (the server
 drops them at its next decode step) and counted as "unfinished". requests/s counts the answers
 (status 200) within that time; latencies are those of the answers.
+
+The mixed case (step and request modes): 4 clients of 100/20 beside 2 clients of 400/120 at once,
+against the same 4 clients of 100/20 alone; the short requests' p50/p95 under the mix over their
+p50/p95 alone is what a short forecast pays for sharing the server with long ones.
 
 Run it on an otherwise idle machine (``uptime`` load below ~1.2 on 2 cores): two torch processes on
 two busy cores slow each other down tenfold, and the numbers then say nothing.
@@ -44,7 +50,12 @@ from decode import eurusd  # noqa: E402 — benchmarks/decode.py: EURUSD candles
 from model.synthetic import KRONOS_SMALL, TOKENIZER_BASE, write_random_pair  # noqa: E402
 
 SIZES = {"small": (100, 20), "large": (400, 120)}  # lookback, pred_len
-MODES = {"on": {}, "off": {"KRONOS_MAX_BATCH_SIZE": "1"}}
+MODES = {
+    "step": {"KRONOS_BATCHING": "step"},
+    "request": {"KRONOS_BATCHING": "request"},
+    "off": {"KRONOS_BATCHING": "request", "KRONOS_MAX_BATCH_SIZE": "1"},
+}
+MIXED_SHORT, MIXED_LONG = 4, 2  # clients of 100/20 and of 400/120 in the mixed case
 WINDOWS = 64  # distinct request bodies per size
 HEADERS = {"Content-Type": "application/json"}
 START_TIMEOUT_S = 180.0
@@ -137,6 +148,7 @@ class Case:
     clients: int
     mode: str
     seconds: float
+    mix: str = ""  # "alone" or "mixed" for the mixed-load cases
     latencies: list[float] = field(default_factory=list)  # of the 200 answers
     statuses: dict[str, int] = field(default_factory=dict)
     unfinished: int = 0
@@ -162,16 +174,18 @@ class Case:
         return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
 
 
-async def drive(url: str, bodies: list[bytes], case: Case, pred_len: int) -> None:
-    """N closed-loop clients for ``case.seconds``; what is unanswered at the end is abandoned."""
-    limits = httpx.Limits(max_connections=case.clients + 2, max_keepalive_connections=case.clients + 2)
+async def drive(url: str, groups: list[tuple[list[bytes], Case, int]]) -> None:
+    """Closed-loop clients for each group (bodies, case, pred_len), all at once, for the cases' time;
+    what is unanswered at the end is abandoned."""
+    clients = sum(case.clients for _, case, _ in groups)
+    seconds = groups[0][1].seconds
+    limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
         started = time.perf_counter()
-        end = started + case.seconds
-        checked = False
+        end = started + seconds
+        checked: set[int] = set()
 
-        async def one_client(index: int) -> None:
-            nonlocal checked
+        async def one_client(index: int, bodies: list[bytes], case: Case, pred_len: int) -> None:
             sent = 0
             while time.perf_counter() < end:
                 body = bodies[(index + sent * case.clients) % len(bodies)]
@@ -186,20 +200,45 @@ async def drive(url: str, bodies: list[bytes], case: Case, pred_len: int) -> Non
                 if finished > end:
                     case.unfinished += 1  # answered after the case ended: not counted
                     return
-                if status == "200" and not checked:  # one full check per case: pred_len forecast rows
-                    checked = True
+                if status == "200" and id(case) not in checked:  # one full check per case
+                    checked.add(id(case))
                     if len(response.json()["forecast"]) != pred_len:
                         status = "wrong answer"
                 case.statuses[status] = case.statuses.get(status, 0) + 1
                 if status == "200":
                     case.latencies.append(finished - begun)
 
-        tasks = [asyncio.create_task(one_client(i)) for i in range(case.clients)]
-        _, pending = await asyncio.wait(tasks, timeout=case.seconds + 0.5)
-        case.unfinished += len(pending)
+        tasks = {
+            asyncio.create_task(one_client(i, bodies, case, pred_len)): case
+            for bodies, case, pred_len in groups
+            for i in range(case.clients)
+        }
+        _, pending = await asyncio.wait(tasks, timeout=seconds + 0.5)
         for task in pending:
+            tasks[task].unfinished += 1
             task.cancel()  # closes the connection: the server drops the request
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+def measure(server: Server, frames: dict[str, list[bytes]], cases: list[Case]) -> None:
+    """Run cases together (one load), then fill in their model-side averages from the metrics."""
+    server.settle()
+    before = server.metrics()
+    asyncio.run(drive(server.url, [(frames[c.size], c, SIZES[c.size][1]) for c in cases]))
+    after = server.metrics()
+    step_mode = cases[0].mode == "step"
+    name = "kronos_step_rows" if step_mode else "kronos_batch_size"
+    count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
+    for case in cases:
+        if count:
+            case.series_per_batch = (after[f"{name}_sum"] - before[f"{name}_sum"]) / count
+        print(
+            f"  {case.size:5} N={case.clients:<3} {case.mode:7} {case.mix:6}: {case.per_second:6.2f} req/s, "
+            f"p50 {case.percentile(50):6.2f} s, p95 {case.percentile(95):6.2f} s, "
+            f"{case.series_per_batch:4.1f} {'rows/step' if step_mode else 'series/batch'}, "
+            f"statuses {case.statuses}, unfinished {case.unfinished}, load {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
 
 
 def run_mode(mode: str, model_path: Path, args, frames: dict[str, list[bytes]], logs: Path) -> list[Case]:
@@ -215,24 +254,18 @@ def run_mode(mode: str, model_path: Path, args, frames: dict[str, list[bytes]], 
         for size in SIZES:  # warm-up: one request of each shape
             httpx.post(server.url + "/v1/predict/single", content=frames[size][0], headers=HEADERS, timeout=300)
         for size in args.sizes:
-            pred_len = SIZES[size][1]
-            for clients in args.clients:
-                seconds = args.small_seconds if size == "small" else args.large_seconds
+            seconds = args.small_seconds if size == "small" else args.large_seconds
+            for clients in args.clients if size == "small" else args.large_clients:
                 case = Case(size, clients, mode, seconds)
-                server.settle()
-                before = server.metrics()
-                asyncio.run(drive(server.url, frames[size], case, pred_len))
-                after = server.metrics()
-                batches = after["kronos_batch_size_count"] - before["kronos_batch_size_count"]
-                if batches:
-                    case.series_per_batch = (after["kronos_batch_size_sum"] - before["kronos_batch_size_sum"]) / batches
-                print(
-                    f"  {size:5} N={clients:<3} batching {mode:3}: {case.per_second:6.2f} req/s, "
-                    f"p50 {case.percentile(50):6.2f} s, {case.series_per_batch:4.1f} series/batch, "
-                    f"statuses {case.statuses}, unfinished {case.unfinished}, load {os.getloadavg()[0]:.2f}",
-                    flush=True,
-                )
+                measure(server, frames, [case])
                 cases.append(case)
+        if args.mixed and mode != "off":
+            alone = Case("small", MIXED_SHORT, mode, args.small_seconds, "alone")
+            measure(server, frames, [alone])
+            short = Case("small", MIXED_SHORT, mode, args.large_seconds, "mixed")
+            long = Case("large", MIXED_LONG, mode, args.large_seconds, "mixed")
+            measure(server, frames, [short, long])
+            cases += [alone, short, long]
     finally:
         server.stop()
     return cases
@@ -240,19 +273,19 @@ def run_mode(mode: str, model_path: Path, args, frames: dict[str, list[bytes]], 
 
 def table(cases: list[Case]) -> str:
     lines = [
-        "| request | clients | batching | requests/s | speed-up | p50 s | p95 s | p99 s | 200 | 5xx | other errors "
-        "| unfinished | series/batch |",
+        "| request | clients | batching | requests/s | vs off | p50 s | p95 s | p99 s | 200 | 5xx | other errors "
+        "| unfinished | rows/step or series/batch |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    by_key = {(c.size, c.clients, c.mode): c for c in cases}
+    by_key = {(c.size, c.clients, c.mode): c for c in cases if not c.mix}
     for size, (lookback, pred_len) in SIZES.items():
-        for clients in sorted({c.clients for c in cases}):
+        for clients in sorted({c.clients for c in cases if c.size == size and not c.mix}):
             off = by_key.get((size, clients, "off"))
-            for mode in ("on", "off"):
+            for mode in MODES:
                 c = by_key.get((size, clients, mode))
                 if c is None:
                     continue
-                speed_up = f"{c.per_second / off.per_second:.1f}x" if mode == "on" and off and off.per_second else ""
+                speed_up = f"{c.per_second / off.per_second:.1f}x" if mode != "off" and off and off.per_second else ""
                 lines.append(
                     f"| {lookback}/{pred_len} | {clients} | {mode} | {c.per_second:.2f} | {speed_up} | "
                     f"{c.percentile(50):.2f} | {c.percentile(95):.2f} | {c.percentile(99):.2f} | {c.ok} | "
@@ -261,17 +294,41 @@ def table(cases: list[Case]) -> str:
     return "\n".join(lines)
 
 
+def mixed_table(cases: list[Case]) -> str:
+    lines = [
+        "| batching | 100/20 alone p50 / p95 s | 100/20 mixed p50 / p95 s | mixed / alone p95 | 100/20 req/s "
+        "alone / mixed | 400/120 mixed p50 / p95 s | 400/120 req/s | 5xx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode in MODES:
+        got = {(c.size, c.mix): c for c in cases if c.mode == mode and c.mix}
+        if len(got) < 3:
+            continue
+        alone, short, long = got["small", "alone"], got["small", "mixed"], got["large", "mixed"]
+        ratio = short.percentile(95) / alone.percentile(95)
+        lines.append(
+            f"| {mode} | {alone.percentile(50):.2f} / {alone.percentile(95):.2f} | {short.percentile(50):.2f} / "
+            f"{short.percentile(95):.2f} | {ratio:.1f}x | {alone.per_second:.2f} / {short.per_second:.2f} | "
+            f"{long.percentile(50):.2f} / {long.percentile(95):.2f} | {long.per_second:.2f} | "
+            f"{alone.server_errors + short.server_errors + long.server_errors} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the bundled tiny model, 3-6 s per case")
-    parser.add_argument("--clients", default="1,8,32", help="concurrent clients per case, comma-separated")
+    parser.add_argument("--clients", default="1,8,32", help="concurrent clients per 100/20 case, comma-separated")
+    parser.add_argument("--large-clients", default="1,8", help="concurrent clients per 400/120 case")
     parser.add_argument("--sizes", default="small,large", help="request sizes: small (100/20), large (400/120)")
-    parser.add_argument("--modes", default="on,off", help="batching on, off, or both")
+    parser.add_argument("--modes", default="step,request,off", help="any of step, request, off")
+    parser.add_argument("--no-mixed", dest="mixed", action="store_false", help="skip the mixed-load case")
     parser.add_argument("--small-seconds", type=float, help="seconds per case, lookback 100 (default 20; quick 3)")
     parser.add_argument("--large-seconds", type=float, help="seconds per case, lookback 400 (default 40; quick 6)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the server (default: torch's choice)")
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
+    args.large_clients = [int(n) for n in args.large_clients.split(",")]
     args.sizes = args.sizes.split(",")
     args.modes = args.modes.split(",")
     args.small_seconds = args.small_seconds or (3.0 if args.quick else 20.0)
@@ -299,12 +356,27 @@ def main() -> None:
         f"{time.perf_counter() - started:.0f} s in all\n"
     )
     print(table(cases))
-    on = [c for c in cases if c.mode == "on"]
-    small = {(c.clients, c.mode): c for c in cases if c.size == "small"}
-    if (8, "on") in small and (8, "off") in small and small[8, "off"].per_second:
-        ratio = small[8, "on"].per_second / small[8, "off"].per_second
-        print(f"\nlookback 100 / pred_len 20, 8 clients: batching gives {ratio:.1f}x the throughput (target: 3x)")
-    if any(c.server_errors for c in on):
+    print()
+    print(mixed_table(cases))
+    small = {(c.clients, c.mode): c for c in cases if c.size == "small" and not c.mix}
+    large = {(c.clients, c.mode): c for c in cases if c.size == "large" and not c.mix}
+    print()
+    for mode in ("step", "request"):
+        if (8, mode) in small and (8, "off") in small and small[8, "off"].per_second:
+            ratio = small[8, mode].per_second / small[8, "off"].per_second
+            print(f"100/20, 8 clients, {mode}-level: {ratio:.1f}x the unbatched throughput (goal: >= 3x)")
+        mixed = {(c.size, c.mix): c for c in cases if c.mode == mode and c.mix}
+        if len(mixed) == 3:
+            ratio = mixed["small", "mixed"].percentile(95) / mixed["small", "alone"].percentile(95)
+            print(f"mixed load, {mode}-level: short p95 is {ratio:.1f}x its p95 alone (goal: <= 3x)")
+    for clients in sorted({n for n, _ in large}):
+        if (clients, "step") in large and (clients, "request") in large:
+            step, request = large[clients, "step"], large[clients, "request"]
+            print(
+                f"400/120, {clients} clients: step {step.per_second:.2f} req/s p95 {step.percentile(95):.2f} s, "
+                f"request {request.per_second:.2f} req/s p95 {request.percentile(95):.2f} s"
+            )
+    if any(c.server_errors for c in cases if c.mode != "off"):
         raise SystemExit("5xx answers with batching on")
 
 

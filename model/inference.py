@@ -176,6 +176,31 @@ class InferenceWeights:
             x = self._attn_out_ffn(blk, x, o.transpose(1, 2).reshape(b * n, d))
         return _rms(x, self.norm_eps, self.norm_weight).view(b, n, d)
 
+    def prefill_chunk(self, x: Tensor, layers: list[tuple[Tensor, Tensor]], start: int) -> Tensor:
+        """The blocks and the final norm over x (B, C, d) at window positions start..start+C-1, for
+        rows whose positions 0..start-1 already have keys/values in ``layers`` (per block, tensors
+        (B, H, width, hd)); the chunk's own keys/values are written there. With start 0 this is the
+        arithmetic of ``trunk(x, cache)``; a later chunk attends over the cached columns too."""
+        b, n, d = x.shape
+        end = start + n
+        mask = None if start == 0 else torch.ones(n, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
+        x = x.reshape(b * n, d)
+        for i, blk in enumerate(self.blocks):
+            qkv = _linear(_rms(x, blk.eps1), blk.qkv, blk.qkv_bias).view(b, n, 3, self.n_heads, self.head_dim)
+            cos, sin = blk.rotary.first(end)
+            cos, sin = cos[start:], sin[start:]
+            q, k = apply_rotary(qkv[:, :, :2], cos[:, None, None], sin[:, None, None]).transpose(1, 3).unbind(2)
+            v = qkv[:, :, 2].transpose(1, 2)
+            keys, values = layers[i]
+            keys[:, :, start:end] = k
+            values[:, :, start:end] = v
+            if start == 0:
+                o = _causal_attention(q, k, v)
+            else:
+                o = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask, scale=1.0)
+            x = self._attn_out_ffn(blk, x, o.transpose(1, 2).reshape(b * n, d))
+        return _rms(x, self.norm_eps, self.norm_weight).view(b, n, d)
+
     def _attn_out_ffn(self, blk: _BlockWeights, x: Tensor, o: Tensor) -> Tensor:
         x = _linear(o, blk.out, blk.out_bias, residual=x)
         gate, up = _linear(_rms(x, blk.eps2), blk.w13).chunk(2, dim=-1)

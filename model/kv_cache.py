@@ -104,3 +104,84 @@ class KVCache:
         for layer in (*self.layers, self.dep):
             layer.keep(index)
         self.lengths = self.lengths[rows]
+
+
+class _SlabLayer(LayerCache):
+    """One layer of a ``KVSlab`` seen as the cache of its first rows (views: writes go to the slab)."""
+
+    def __init__(self, owner: _SlabRows, k: Tensor, v: Tensor):
+        self.owner = owner
+        self.k = k
+        self.v = v
+
+
+class _SlabRows:
+    """The first ``rows`` slots of a slab, with the interface a decode step needs (``step``, ``layers``, ``dep``)."""
+
+    def __init__(self, slab: KVSlab, rows: int):
+        self.step = _Step(slab.lengths[:rows], slab.device)
+        self.layers = [_SlabLayer(self, k[:rows], v[:rows]) for k, v in zip(slab.k, slab.v)]
+        self.dep = _SlabLayer(self, slab.dep_k[:rows], slab.dep_v[:rows])
+
+
+class KVSlab:
+    """A key/value cache preallocated once per model and reused by every batch: ``slots`` rows of
+    ``width`` columns per trunk layer, plus the dependency layer's keys/values.
+
+    Slot s holds ``lengths[s]`` valid columns (window positions 0..lengths[s]-1). Rows that decode
+    live in slots 0..n-1, so a decode step attends over plain views of the slab; ``move`` copies a
+    row to another slot (to keep them packed when rows leave). Nothing is allocated per step.
+    """
+
+    def __init__(
+        self,
+        *,
+        slots: int,
+        width: int,
+        layers: list[tuple[int, int]],
+        dep: tuple[int, int],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
+        self.slots = slots
+        self.width = width
+        self.device = torch.device(device)
+        # Zeros, not empty: a masked-out column still meets a value in the attention product, and
+        # recycled memory could hold NaN bit patterns.
+        self.k = [torch.zeros(slots, h, width, d, dtype=dtype, device=self.device) for h, d in layers]
+        self.v = [torch.zeros_like(k) for k in self.k]
+        self.dep_k = torch.zeros(slots, dep[0], width, dep[1], dtype=dtype, device=self.device)
+        self.dep_v = torch.zeros_like(self.dep_k)
+        self.lengths = np.zeros(slots, dtype=np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.k, *self.v, self.dep_k, self.dep_v))
+
+    def layer_views(self, slot: int) -> list[tuple[Tensor, Tensor]]:
+        """Every trunk layer's (keys, values) of one slot, each (1, H, width, hd)."""
+        return [(k[slot : slot + 1], v[slot : slot + 1]) for k, v in zip(self.k, self.v)]
+
+    def rows(self, n: int) -> _SlabRows:
+        """The first n slots as a decode step's cache (each row writes its token at column lengths[row])."""
+        if n and int(self.lengths[:n].max()) >= self.width:
+            raise RuntimeError("KV slab row is full")
+        return _SlabRows(self, n)
+
+    def move(self, source: int, target: int, length: int | None = None) -> None:
+        """Copy a slot's first ``length`` (default: its length) columns to another slot."""
+        n = int(self.lengths[source]) if length is None else length
+        for tensors in (self.k, self.v, [self.dep_k], [self.dep_v]):
+            for t in tensors:
+                t[target, :, :n] = t[source, :, :n]
+        self.lengths[target] = n
+
+    def save(self, slot: int, length: int) -> list[Tensor]:
+        """A copy of a slot's first ``length`` columns (``load`` puts it in any slot)."""
+        return [t[slot, :, :length].clone() for t in (*self.k, *self.v, self.dep_k, self.dep_v)]
+
+    def load(self, slot: int, saved: list[Tensor]) -> None:
+        n = saved[0].shape[1]
+        for t, part in zip((*self.k, *self.v, self.dep_k, self.dep_v), saved):
+            t[slot, :, :n] = part
+        self.lengths[slot] = n

@@ -38,6 +38,22 @@ def column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), x.std(axis=0) + np.float32(_STD_EPS)
 
 
+def finish_forecast(s: SeriesInput, x: np.ndarray, paths: np.ndarray, seed: int) -> Forecast:
+    """A series' forecast from its normalised sample paths (S, pred_len, 6): denormalised with the
+    statistics of its input features ``x``; with ``s.clean`` every path candle is repaired and the columns
+    the input lacked are dropped. The one place both decoders (here and ``engine.py``) build a Forecast."""
+    center, scale = column_stats(x)
+    samples = (paths * scale + center).astype(np.float64)
+    columns, repaired = FEATURE_COLUMNS, 0
+    if s.clean:
+        samples, repaired = repair_candles(samples)
+        columns = FEATURE_COLUMNS[: np.shape(s.candles)[1]]
+        mean = samples.mean(axis=0)
+    else:
+        mean = (paths.mean(axis=0) * scale + center).astype(np.float64)  # the reference's arithmetic
+    return Forecast(s.future_timestamps, mean, samples, seed, columns, repaired)
+
+
 def time_features(timestamps: pd.DatetimeIndex) -> np.ndarray:
     """(n, 5) int64: minute, hour, weekday (Monday = 0), day of month, month."""
     return np.stack(
@@ -194,16 +210,7 @@ class KronosPredictor:
             paths = self._decode([jobs[i] for i, _, _ in done], [(g1, g2) for _, g1, g2 in done])
             for (i, _, _), p in zip(done, paths):
                 x, _, seed = prepared[i]
-                center, scale = column_stats(x)
-                samples = (p * scale + center).astype(np.float64)
-                columns, repaired = FEATURE_COLUMNS, 0
-                if series[i].clean:
-                    samples, repaired = repair_candles(samples)
-                    columns = FEATURE_COLUMNS[: np.shape(series[i].candles)[1]]
-                    mean = samples.mean(axis=0)
-                else:
-                    mean = (p.mean(axis=0) * scale + center).astype(np.float64)  # the reference's arithmetic
-                results[i] = Forecast(series[i].future_timestamps, mean, samples, seed, columns, repaired)
+                results[i] = finish_forecast(series[i], x, p, seed)
                 if on_done is not None:
                     on_done(i, results[i])
 

@@ -112,13 +112,34 @@ class ServiceMetrics:
         self.batches = Counter(
             "kronos_batches",
             "Model batches started, by why they left the queue: full (KRONOS_MAX_BATCH_SIZE or "
-            "KRONOS_MAX_BATCH_TOKENS reached) or waited (KRONOS_BATCH_WAIT_MS passed)",
+            "KRONOS_MAX_BATCH_TOKENS reached) or waited (KRONOS_BATCH_WAIT_MS passed); step-level batching "
+            "also counts series that joined a running batch together (joined)",
             ["model", "reason"],
             registry=r,
         )
         self.batch_splits = Counter(
             "kronos_batch_splits",
-            "Batches split in two and retried after running out of device memory",
+            "Out-of-memory retries: request-level batches split in two, or step-level batches whose newest "
+            "series was evicted and queued again",
+            ["model"],
+            registry=r,
+        )
+        self.decode_steps = Counter(
+            "kronos_decode_steps",
+            "Decode steps run by step-level batching (KRONOS_BATCHING=step)",
+            ["model"],
+            registry=r,
+        )
+        self.step_rows = Histogram(
+            "kronos_step_rows",
+            "Sample paths (rows) in the running batch at each decode step (step-level batching)",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.kv_cache_bytes = Gauge(
+            "kronos_kv_cache_bytes",
+            "Bytes of the KV cache preallocated for step-level batching (0 when batching per request)",
             ["model"],
             registry=r,
         )

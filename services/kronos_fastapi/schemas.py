@@ -478,6 +478,8 @@ class BatchingInfo(BaseModel):
     batch_wait_ms: float
     max_queue: int
     queue_depth: int = Field(description="series waiting for the model now")
+    mode: Literal["step", "request"] = Field("step", description="KRONOS_BATCHING: step-level or request-level")
+    kv_cache_bytes: int = Field(0, description="KV cache preallocated for step-level batching (0 until loaded)")
 
 
 class ReadyResponse(BaseModel):

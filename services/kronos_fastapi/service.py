@@ -1,6 +1,7 @@
 """The service layer between the routes and the model: loading, readiness, and forecasting off the
 event loop. Routes call ``ForecastService.forecast``, which queues the series with the batching
-scheduler (``batching.py``); the model runs one batch at a time on its own thread.
+scheduler (``batching.py``); the model runs on its own thread: decode steps that series join and
+leave (``model.engine.DecodeEngine``, the default), or one request-level batch at a time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from model import Forecast, InputError, Kronos, KronosPredictor, KronosTokenizer, SeriesInput
 from model.devices import resolve_device
+from model.engine import DecodeEngine
 from model.errors import DeviceUnavailableError
 from model.hub import Checkpoint, resolve_pair
 
@@ -69,6 +71,7 @@ class ForecastService:
         self.fallback = False
         self.model: ModelInfo | None = None
         self.predictor: KronosPredictor | None = None
+        self.engine: DecodeEngine | None = None  # step-level batching (KRONOS_BATCHING=step)
         self.started = time.monotonic()
         # One model thread: batches run one at a time, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kronos-model")
@@ -83,6 +86,9 @@ class ForecastService:
             wait_s=settings.batch_wait_ms / 1000,
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
+            step_model=lambda: self.engine,
+            as_error=self._as_error,
+            on_evict=self._on_evict,
         )
         self.metrics.queue_capacity.set(settings.max_queue)
         self._publish()
@@ -149,9 +155,18 @@ class ForecastService:
         predictor = KronosPredictor(model, tokenizer, device=device, max_context=pair.max_context)
         loaded = time.perf_counter()
         self._warm_up(predictor)
+        rows = self.settings.batch_rows(self.device)
+        if self.settings.batching == "step":
+            # One KV slab for the model's life: a row per sample path the budget admits (and room
+            # for the largest series alone), each as wide as the window.
+            slots = max(rows, self.settings.max_sample_count)
+            engine = DecodeEngine(predictor, slots=slots, chunk=self.settings.prefill_tokens(self.device))
+            self._warm_up(predictor, engine)
+            self.engine = engine
+            self.metrics.kv_cache_bytes.set(engine.slab.nbytes)
         warmed = time.perf_counter()
         self.predictor = predictor
-        self.scheduler.max_rows = self.settings.batch_rows(self.device)
+        self.scheduler.max_rows = rows
         self.scheduler.max_tokens = self.settings.batch_tokens(self.device)
         self.model = ModelInfo(
             name=self.name,
@@ -176,11 +191,21 @@ class ForecastService:
         )
 
     @staticmethod
-    def _warm_up(predictor: KronosPredictor) -> None:
+    def _warm_up(predictor: KronosPredictor, engine: DecodeEngine | None = None) -> None:
         """One tiny forecast, so readiness means the model has run on this device."""
         stamps = pd.date_range("2024-01-01", periods=3, freq="h")
         candles = np.array([[1.0, 1.1, 0.9, 1.0], [1.0, 1.2, 0.95, 1.1]])
-        predictor.forecast([SeriesInput(candles, stamps[:2], stamps[2:], seed=0)])
+        series = SeriesInput(candles, stamps[:2], stamps[2:], seed=0)
+        if engine is None:
+            predictor.forecast([series])
+            return
+        engine.admit("warm-up", series)
+        while not engine.idle:
+            engine.step()
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self.engine.slab.nbytes if self.engine is not None else 0
 
     # --- serving --------------------------------------------------------------------------
     async def forecast(self, series: Sequence[SeriesInput], endpoint: str) -> list[Forecast]:
@@ -221,6 +246,16 @@ class ForecastService:
             logger.warning("a batch of %d series ran out of memory on %s; retrying it in halves", size, self.device)
         else:
             logger.warning("a batch of %d series has an invalid series (%s); isolating it", size, exc)
+
+    def _on_evict(self, exc: BaseException, size: int) -> None:
+        self.metrics.batch_splits.inc()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        logger.warning(
+            "a decode step of %d series ran out of memory on %s; the newest waits for room and restarts",
+            size,
+            self.device,
+        )
 
     def _as_error(self, exc: BaseException) -> ServiceError:
         """A new error object per series: a batch request's error message is edited to name its item."""

@@ -32,6 +32,11 @@ AUTO_BATCH_ROWS_GPU = 256
 # in batches of 7. On a GPU the budget bounds the KV cache (Kronos-small: about 4 GB at 128k).
 AUTO_BATCH_TOKENS_CPU = 4096
 AUTO_BATCH_TOKENS_GPU = 131072
+# KRONOS_PREFILL_CHUNK=0 (step-level batching): prefill tokens per decode step. On a CPU a 128-token
+# chunk of Kronos-small costs a few decode steps, so a 400-row prefill delays the others' next token
+# by that much at a time instead of all at once; a GPU runs a whole window in about one step.
+AUTO_PREFILL_CHUNK_CPU = 128
+AUTO_PREFILL_CHUNK_GPU = 512
 
 # A comma-separated list in the environment ("a,b , c"); JSON lists are accepted too.
 CommaList = Annotated[list[str], NoDecode]
@@ -117,6 +122,17 @@ class Settings(BaseSettings):
     )
     batch_wait_ms: float = Field(10.0, ge=0, description="longest the first series of a batch waits for company")
     max_queue: int = Field(128, ge=1, description="most series waiting for the model; beyond it 503 + Retry-After")
+    batching: Literal["step", "request"] = Field(
+        "step",
+        description="step: series join and leave the running batch at every decode step; request: a batch is "
+        "formed once and runs to its end (the older scheduler, kept for comparison)",
+    )
+    prefill_chunk: int = Field(
+        0,
+        ge=0,
+        description="step batching: most prefill tokens run per decode step (a longer context is prefilled over "
+        "several steps); 0 = auto (128 on cpu, 512 on a GPU)",
+    )
 
     # --- access -----------------------------------------------------------------------------
     api_keys: CommaList = Field(default_factory=list, description="accepted API keys, comma-separated (empty = open)")
@@ -255,6 +271,12 @@ class Settings(BaseSettings):
         if self.max_batch_tokens:
             return self.max_batch_tokens
         return AUTO_BATCH_TOKENS_CPU if device == "cpu" else AUTO_BATCH_TOKENS_GPU
+
+    def prefill_tokens(self, device: str) -> int:
+        """Prefill tokens per decode step on ``device``: PREFILL_CHUNK, or the auto default."""
+        if self.prefill_chunk:
+            return self.prefill_chunk
+        return AUTO_PREFILL_CHUNK_CPU if device == "cpu" else AUTO_PREFILL_CHUNK_GPU
 
 
 def env_name(field: str) -> str:

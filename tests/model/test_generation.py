@@ -160,3 +160,131 @@ def test_each_series_is_handed_over_as_soon_as_its_tokens_are_done(make_predicto
     oracle = predictor.forecast(batch, fast=False, on_done=on_done)
     assert sorted(i for i, _ in heard) == [0, 1, 2, 3]
     np.testing.assert_allclose(oracle[3].samples, results[3].samples, rtol=1e-5)
+
+
+# --- iteration-level decoding: series join and leave at any step ------------------------------------
+
+
+def _engine_series(conformance_input, length, pred_len, sample_count, seed, **sampling):
+    stamps = pd.DatetimeIndex(conformance_input["timestamps"])[-length:]
+    step = stamps[-1] - stamps[-2]
+    return SeriesInput(
+        conformance_input[COLUMNS].to_numpy()[-length:],
+        stamps,
+        pd.date_range(stamps[-1] + step, periods=pred_len, freq=step),
+        sample_count=sample_count,
+        seed=seed,
+        **sampling,
+    )
+
+
+def _run_engine(engine, arrivals):
+    """Step the engine, admitting arrivals[(step, key, series)] at their steps; forecasts by key."""
+    done, pending, step = {}, sorted(arrivals, key=lambda a: a[0]), 0
+    while pending or not engine.idle:
+        while pending and pending[0][0] <= step:
+            _, key, series = pending.pop(0)
+            engine.admit(key, series)
+        for key, forecast in engine.step().finished:
+            done[key] = forecast
+        step += 1
+    return done
+
+
+ENGINE_SPECS = [  # length, pred_len, sample_count, sampling
+    (20, 12, 2, {}),
+    (47, 5, 1, {"temperature": 0.7, "top_k": 5}),
+    (48, 9, 3, {"top_p": 0.5}),
+    (60, 3, 1, {}),  # longer than a 48-token window from the start
+    (80, 10, 2, {"temperature": 1.3}),
+]
+
+
+@pytest.mark.parametrize("max_context,chunk", [(48, 20), (128, 16)], ids=["slides-chunked", "fits-chunked"])
+def test_series_admitted_mid_batch_get_bit_for_bit_their_solo_forecast(
+    make_predictor, conformance_input, max_context, chunk
+):
+    """Whoever joins or leaves beside it, a series' forecast is exactly what it gets alone (and what
+    the request-level path gives it), with chunked prefills and sliding windows."""
+    from model.engine import DecodeEngine
+
+    predictor = make_predictor(max_context=max_context)
+    series = [
+        _engine_series(conformance_input, n, p, s, seed=10 + i, **kw) for i, (n, p, s, kw) in enumerate(ENGINE_SPECS)
+    ]
+    engine = DecodeEngine(predictor, slots=10, chunk=chunk)
+    together = _run_engine(engine, [(3 * i, i, s) for i, s in enumerate(series)])  # one joins every 3 steps
+    assert sorted(together) == list(range(len(series)))
+    for i, s in enumerate(series):
+        (alone,) = predictor.forecast([s])
+        assert np.array_equal(together[i].samples, alone.samples), f"series {i}"
+        assert np.array_equal(together[i].mean, alone.mean) and together[i].seed == alone.seed
+    assert engine.idle and engine.decoding == 0 and not (engine.slab.lengths > 0).any()
+
+
+def test_the_engine_slab_is_allocated_once(make_predictor, conformance_input):
+    from model.engine import DecodeEngine
+
+    engine = DecodeEngine(make_predictor(max_context=48), slots=6, chunk=16)
+    tensors = [t.data_ptr() for t in (*engine.slab.k, *engine.slab.v, engine.slab.dep_k)]
+    _run_engine(engine, [(i, i, _engine_series(conformance_input, 30 + i, 20, 2, seed=i)) for i in range(3)])
+    assert [t.data_ptr() for t in (*engine.slab.k, *engine.slab.v, engine.slab.dep_k)] == tensors
+    layers = len(engine.slab.k)
+    assert engine.slab.nbytes == 6 * 48 * 4 * (
+        2 * layers * engine.slab.k[0].shape[1] * engine.slab.k[0].shape[3] + 2 * 4 * engine.slab.dep_k.shape[3]
+    )
+
+
+def test_a_cancelled_series_leaves_the_engine_and_the_others_keep_their_numbers(make_predictor, conformance_input):
+    import threading
+
+    from model.engine import DecodeEngine
+
+    predictor = make_predictor(max_context=48)
+    keep = _engine_series(conformance_input, 30, 20, 2, seed=1)
+    cancel = threading.Event()
+    gone = _engine_series(conformance_input, 40, 20, 2, seed=2, cancel=cancel)
+    engine = DecodeEngine(predictor, slots=6, chunk=16)
+    engine.admit("keep", keep)
+    engine.admit("gone", gone)
+    for _ in range(5):
+        engine.step()
+    cancel.set()
+    report = engine.step()
+    assert report.dropped == ["gone"] and engine.keys() == ["keep"]
+    done = _run_engine(engine, [])
+    assert np.array_equal(done["keep"].samples, predictor.forecast([keep])[0].samples)
+
+
+def test_a_failed_step_changes_nothing_so_evicting_the_newest_and_stepping_again_is_exact(
+    make_predictor, conformance_input, monkeypatch
+):
+    """An out-of-memory step is retried without the newest series; the rest get their solo numbers
+    (the failed step's draws are taken back), and the evicted one, run again later, does too."""
+    import model.engine as engine_module
+
+    predictor = make_predictor(max_context=48)
+    series = [_engine_series(conformance_input, 25 + 10 * i, 15, 2, seed=30 + i) for i in range(3)]
+    engine = engine_module.DecodeEngine(predictor, slots=8, chunk=16)
+    for i, s in enumerate(series):
+        engine.admit(i, s)
+    for _ in range(6):
+        engine.step()
+    real_sample, calls = engine_module.sample, []
+
+    def failing_sample(*args):  # the s2 draw of the next step fails: its s1 draws were already taken
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_sample(*args)
+
+    monkeypatch.setattr(engine_module, "sample", failing_sample)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        engine.step()
+    monkeypatch.setattr(engine_module, "sample", real_sample)
+    newest = engine.keys()[-1]
+    engine.remove(newest)
+    done = _run_engine(engine, [(0, "again", series[newest])])
+    done[newest] = done.pop("again")
+    for i, s in enumerate(series):
+        assert np.array_equal(done[i].samples, predictor.forecast([s])[0].samples), f"series {i}"

@@ -4,7 +4,9 @@
 - a batch of more than 2 series runs out of CUDA memory (so it must be split and retried);
 - a series with sample_count 7 runs out of memory even alone.
 
-Every other call is the real model's. Run as ``python tests/service/faulty_server.py``.
+The same rules hold for a request-level batch (``KronosPredictor.forecast``) and for a decode step
+of step-level batching (``DecodeEngine.step``, over the series running in it). Every other call is
+the real model's. Run as ``python tests/service/faulty_server.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 
 import torch
 
+from model.engine import DecodeEngine
 from model.pipeline import KronosPredictor
 from services.kronos_fastapi.__main__ import main
 
@@ -21,16 +24,27 @@ OOM_SAMPLE_COUNT = 7
 OOM_ABOVE_SERIES = 2
 
 _real_forecast = KronosPredictor.forecast
+_real_step = DecodeEngine.step
 
 
-def _forecast(self, series, *, fast=True, on_done=None):
+def _fail_on_cue(series) -> None:
     if any(s.seed == FAILING_SEED for s in series):
         raise RuntimeError("injected model failure")
     if len(series) > OOM_ABOVE_SERIES or any(s.sample_count == OOM_SAMPLE_COUNT for s in series):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+
+def _forecast(self, series, *, fast=True, on_done=None):
+    _fail_on_cue(series)
     return _real_forecast(self, series, fast=fast, on_done=on_done)
+
+
+def _step(self):
+    _fail_on_cue([entry.series for entry in self.series.values() if not entry.job.cancelled])
+    return _real_step(self)
 
 
 if __name__ == "__main__":
     KronosPredictor.forecast = _forecast
+    DecodeEngine.step = _step
     sys.exit(main())

@@ -30,6 +30,12 @@ def servers(start_servers):
         # One series at a time and room for two more.
         small_queue={**open_door, "KRONOS_MAX_QUEUE": "2", "KRONOS_MAX_BATCH_ITEMS": "2", "KRONOS_MAX_BATCH_SIZE": "1"},
         faulty={**open_door, ".main": str(Path(__file__).with_name("faulty_server.py")), "KRONOS_BATCH_WAIT_MS": "200"},
+        faulty_request_level={
+            **open_door,
+            ".main": str(Path(__file__).with_name("faulty_server.py")),
+            "KRONOS_BATCH_WAIT_MS": "200",
+            "KRONOS_BATCHING": "request",
+        },
     )
 
 
@@ -151,6 +157,8 @@ def test_batched_answers_equal_solo_answers(servers):
     batches_before, series_before = metric(url, "kronos_batch_size_count"), metric(url, "kronos_batch_size_sum")
     together = post_all(url, MIXED)
     assert [r.status_code for r in together] == [200] * len(MIXED), [r.text for r in together]
+    ready = httpx.get(url + "/v1/readyz", timeout=10).json()["batching"]
+    assert ready["mode"] == "step" and ready["kv_cache_bytes"] == metric(url, "kronos_kv_cache_bytes") > 0
     batches = metric(url, "kronos_batch_size_count") - batches_before
     series = metric(url, "kronos_batch_size_sum") - series_before
     assert series == 7 and batches < series, f"{series} series in {batches} batches: nothing was batched"
@@ -215,8 +223,9 @@ def test_a_full_queue_refuses_while_health_answers_and_hang_ups_free_places(serv
 # --- failures stay with their batch --------------------------------------------------------------
 
 
-def test_an_exception_in_a_batch_fails_only_that_batch(servers):
-    url = servers["faulty"].url
+@pytest.mark.parametrize("faulty", ["faulty", "faulty_request_level"])
+def test_an_exception_in_a_batch_fails_only_that_batch(servers, faulty):
+    url = servers[faulty].url
     with httpx.Client(base_url=url, timeout=60) as client:
         healthy = {"data": candles(20, 11), "pred_len": 5, "seed": 5}
         failing = {"data": candles(20, 12), "pred_len": 5, "seed": 13}  # the model raises for seed 13
@@ -226,17 +235,20 @@ def test_an_exception_in_a_batch_fails_only_that_batch(servers):
         # The next request is served, and the instance is still ready.
         assert client.post("/v1/predict/single", json=healthy).status_code == 200
         assert client.get("/v1/readyz").status_code == 200
-    assert servers["faulty"].stderr().count("injected model failure") >= 1
+    assert servers[faulty].stderr().count("injected model failure") >= 1
 
 
-def test_an_out_of_memory_batch_is_split_and_served(servers):
-    url = servers["faulty"].url
+# Step level: 4 series fail, the newest is evicted, 3 fail, the next newest is evicted, 2 fit (the
+# evicted ones rejoin as the others finish). Request level: 4 fail, then 2 + 2 fit.
+@pytest.mark.parametrize("faulty,retries", [("faulty", 2), ("faulty_request_level", 1)])
+def test_an_out_of_memory_batch_is_split_and_served(servers, faulty, retries):
+    url = servers[faulty].url
     items = [{"data": candles(15 + 5 * i, 20 + i), "pred_len": 4 + i, "seed": 20 + i} for i in range(4)]
     with httpx.Client(base_url=url, timeout=60) as client:
         splits = metric(url, "kronos_batch_splits_total")
         together = client.post("/v1/predict/batch", json={"batch": items})  # over 2 series: out of memory
         assert together.status_code == 200, together.text
-        assert metric(url, "kronos_batch_splits_total") == splits + 1  # 4 → 2 + 2
+        assert metric(url, "kronos_batch_splits_total") == splits + retries
         for item, result in zip(items, together.json()["results"]):
             alone = client.post("/v1/predict/single", json=item)
             np.testing.assert_allclose(values(result), values(alone.json()), rtol=1e-5, atol=1e-6)

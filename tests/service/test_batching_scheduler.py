@@ -462,3 +462,128 @@ def test_batching_settings():
     assert load_settings(env_file=None, max_batch_size=1).batch_rows("cuda:0") == 1
     with pytest.raises(SettingsError, match="KRONOS_MAX_QUEUE"):
         load_settings(env_file=None, max_queue=10)  # a 64-item batch request could never be queued
+
+
+# --- step level: series join and leave the running batch at every decode step ---------------------
+
+
+def step_scheduler(engine, **limits) -> tuple[BatchScheduler, ServiceMetrics]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    metrics = ServiceMetrics()
+    options = {"max_rows": 8, "max_tokens": 10_000, "context": 512, "wait_s": 0.0, "max_queue": 16, "timeout_s": 60.0}
+    options.update(limits)
+    return BatchScheduler(None, ThreadPoolExecutor(1), metrics, step_model=lambda: engine, **options), metrics
+
+
+def new_engine(predictor, slots: int = 8):
+    from model.engine import DecodeEngine
+
+    return DecodeEngine(predictor, slots=slots, chunk=32)
+
+
+def test_step_level_a_short_request_joins_a_running_long_one_and_is_answered_before_it_ends(predictor):
+    engine = new_engine(predictor)
+    scheduler, metrics = step_scheduler(engine)
+    long, short = series(30, 300, seed=22), series(70, 3, seed=21)
+
+    async def scenario():
+        slow = asyncio.ensure_future(scheduler.submit([long]))
+        await until(lambda: metrics.decode_steps._value.get() >= 5, timeout=120)  # the long one decodes ...
+        (answer,) = await scheduler.submit([short])  # ... when the short one arrives
+        still_decoding = not slow.done()
+        (long_answer,) = await slow
+        return answer, still_decoding, long_answer
+
+    answer, still_decoding, long_answer = asyncio.run(scenario())
+    assert still_decoding  # it joined the running batch and left it long before the end
+    assert metrics.batches.labels("joined")._value.get() == 1
+    assert np.array_equal(answer.samples, predictor.forecast([short])[0].samples)
+    assert np.array_equal(long_answer.samples, predictor.forecast([long])[0].samples)
+
+
+def test_step_level_budgets_hold_at_every_step_and_nobody_overtakes(predictor):
+    engine = new_engine(predictor, slots=4)
+    # tokens per series: sample_count × (rows + pred_len)
+    scheduler, metrics = step_scheduler(engine, max_rows=4, max_tokens=200)
+    admitted: list[int] = []
+    held: list[tuple[int, int]] = []
+    real_admit, real_step = engine.admit, engine.step
+
+    def admit(key, s):
+        admitted.append(s.seed)
+        real_admit(key, s)
+
+    def step():
+        with scheduler._lock:
+            held.append((sum(j.rows for j in scheduler._running), sum(j.tokens for j in scheduler._running)))
+        return real_step()
+
+    engine.admit, engine.step = admit, step
+    first = series(20, 30, 2, seed=0)  # 2 rows, 100 tokens
+    later = [
+        series(20, 10, 1, seed=1),  # 30 tokens: joins
+        series(40, 20, 2, seed=2),  # 120 tokens: waits until the first is done
+        series(20, 5, 1, seed=3),  # 25 tokens would fit beside the first, but must not overtake seed 2
+    ]
+
+    async def scenario():
+        running = asyncio.ensure_future(scheduler.submit([first]))
+        await until(lambda: metrics.decode_steps._value.get() >= 3, timeout=120)
+        rest = [asyncio.ensure_future(scheduler.submit([s])) for s in later]
+        return await asyncio.gather(running, *rest)
+
+    results = asyncio.run(scenario())
+    assert admitted == [0, 1, 2, 3]
+    assert held and all(rows <= 4 and tokens <= 200 for rows, tokens in held), max(held)
+    assert max(held) > (2, 100)  # series did join the running batch
+    for (forecast,), s in zip(results, [first, *later]):
+        assert np.array_equal(forecast.samples, predictor.forecast([s])[0].samples)
+
+
+def test_step_level_out_of_memory_evicts_the_newest_and_everyone_gets_their_solo_numbers(predictor):
+    engine = new_engine(predictor)
+    evictions: list[int] = []
+    scheduler, metrics = step_scheduler(
+        engine,
+        wait_s=0.2,
+        as_error=lambda exc: DeviceOutOfMemory("does not fit", {"device": "cuda:0"}),
+        on_evict=lambda exc, n: evictions.append(n),
+    )
+    real_step = engine.step
+
+    def step():  # out of memory above 2 series, or with a series of 5 sample paths
+        live = [e.series for e in engine.series.values()]
+        if len(live) > 2 or any(s.sample_count == 5 for s in live):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_step()
+
+    engine.step = step
+    batch = [series(20 + 5 * i, 4 + i, 1 + i % 2, seed=40 + i) for i in range(4)]
+
+    async def scenario():
+        together = await scheduler.submit(batch)
+        with pytest.raises(DeviceOutOfMemory):
+            await scheduler.submit([series(20, 4, 5, seed=50)])
+        return together, await scheduler.submit([series(20, 4, 1, seed=51)])
+
+    together, (after,) = asyncio.run(scenario())
+    assert evictions == [4, 3]  # 4 fail, the newest waits; 3 fail, the next newest waits; 2 fit
+    for forecast, s in zip(together, batch):
+        assert np.array_equal(forecast.samples, predictor.forecast([s])[0].samples)
+    assert after.seed == 51 and engine.idle
+
+
+def test_step_level_a_timed_out_series_leaves_the_batch_at_the_next_step(predictor):
+    engine = new_engine(predictor)
+    scheduler, metrics = step_scheduler(engine, timeout_s=1.0)
+
+    async def scenario():
+        with pytest.raises(ForecastTimeout):
+            await scheduler.submit([series(30, 500, 4, seed=60)])  # far longer than 1 s
+        await until(lambda: engine.idle, timeout=60)
+        return await scheduler.submit([series(20, 3, seed=61)])
+
+    (forecast,) = asyncio.run(scenario())
+    assert forecast.seed == 61
+    assert metrics.cancelled_series.labels("timeout")._value.get() == 1

@@ -49,6 +49,8 @@ async def readyz(service: ServiceDep, catalog: CatalogDep) -> JSONResponse:
             "batch_wait_ms": service.settings.batch_wait_ms,
             "max_queue": service.settings.max_queue,
             "queue_depth": service.scheduler.depth,
+            "mode": service.settings.batching,
+            "kv_cache_bytes": service.kv_cache_bytes,
         },
         "models": [describe(s, name == catalog.default_name) for name, s in catalog.services.items()],
     }

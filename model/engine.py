@@ -1,0 +1,374 @@
+"""Iteration-level decoding: series join and leave a running batch at every decode step.
+
+A ``DecodeEngine`` owns one ``KVSlab`` (allocated once, reused by every series). Its caller admits
+series whenever it likes and calls ``step()`` in a loop; each step
+
+1. drops the series whose ``cancel`` event is set;
+2. feeds every decoding row its newest token (one batched step over the packed slab rows);
+3. runs prefill chunks of at most ``chunk`` tokens each, least recently served first
+   (round-robin), starting chunks while fewer than ``chunk`` tokens ran this step: a long prefill
+   never holds the others' next token for more than about two chunks;
+4. samples the next (s1, s2) of every row that has a fresh hidden state, with each series' own
+   generator, and hands over the series that are done.
+
+A series is computed as the reference computes it: while it fits in the window its keys/values are
+cached; once it outgrows the window, every token recomputes the whole window (chunked like a
+prefill). Its chunk boundaries, its sample draws and its tokenizer passes depend on nothing but the
+series itself, so its forecast is what it gets alone whoever joins or leaves beside it.
+
+A step that raises (e.g. out of memory) leaves the engine as it was before the step (generator
+states are restored, no token is committed), so the caller can remove a series and step again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .generation import SeriesTokens
+from .inference import InferenceWeights
+from .kv_cache import KVSlab
+from .pipeline import Forecast, KronosPredictor, SeriesInput, finish_forecast
+from .sampling import SamplingParams, sample
+
+PREFILL, DECODE = "prefill", "decode"
+
+
+@dataclass(eq=False)
+class _Window:
+    """One prefill in progress: the window tokens [start, start + width) of one path, into one slot."""
+
+    slot: int
+    path: int
+    start: int
+    width: int
+    done: int = 0
+    h_last: Tensor | None = None
+    served: int = -1  # the step that last ran a chunk of it
+
+
+@dataclass(eq=False)
+class _Series:
+    key: Hashable
+    order: int
+    series: SeriesInput
+    job: SeriesTokens
+    features: np.ndarray
+    seed: int
+    tok1: Tensor  # (paths, n + pred_len)
+    tok2: Tensor
+    cur: int  # tokens so far (input + generated), the same for every path
+    state: str = PREFILL
+    slots: list[int] = field(default_factory=list)  # decode rows, in path order
+    windows: list[_Window] = field(default_factory=list)
+
+    @property
+    def paths(self) -> int:
+        return self.job.sample_count
+
+    @property
+    def generated(self) -> int:
+        return self.cur - len(self.job.s1)
+
+    @property
+    def done(self) -> bool:
+        return self.generated >= self.job.pred_len
+
+
+@dataclass
+class StepReport:
+    finished: list[tuple[Hashable, Forecast]] = field(default_factory=list)
+    dropped: list[Hashable] = field(default_factory=list)  # cancelled
+    failed: list[tuple[Hashable, Exception]] = field(default_factory=list)  # done, but its decoding failed
+
+
+class DecodeEngine:
+    """Step-level batched decoding for one ``KronosPredictor`` (see the module docstring)."""
+
+    def __init__(self, predictor: KronosPredictor, *, slots: int, chunk: int = 128):
+        if slots < 1 or chunk < 1:
+            raise ValueError("slots and chunk must be >= 1")
+        self.predictor = predictor
+        self.model = predictor.model
+        self.window = predictor.max_context
+        self.chunk = chunk
+        self.device = predictor.device
+        attn = self.model.transformer[0].self_attn
+        dep = self.model.dep_layer.cross_attn
+        with torch.inference_mode():
+            self.slab = KVSlab(
+                slots=slots,
+                width=self.window,
+                layers=[(attn.n_heads, attn.head_dim)] * len(self.model.transformer),
+                dep=(dep.n_heads, dep.head_dim),
+                dtype=next(self.model.parameters()).dtype,
+                device=self.device,
+            )
+            # The newest token of each decode row, fed at the next step.
+            self.slot_s1 = torch.zeros(slots, dtype=torch.long, device=self.device)
+            self.slot_s2 = torch.zeros_like(self.slot_s1)
+            self.slot_stamp = torch.zeros(slots, 5, dtype=torch.long, device=self.device)
+        self.owner: list[_Series | None] = [None] * slots
+        self.decoding = 0  # decode rows occupy slots 0..decoding-1
+        self.series: dict[Hashable, _Series] = {}
+        self._order = itertools.count()
+        self.steps = 0
+
+    # --- what the caller sees -----------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        """Sample paths admitted and not yet done."""
+        return sum(s.paths for s in self.series.values())
+
+    @property
+    def idle(self) -> bool:
+        return not self.series
+
+    def keys(self) -> list[Hashable]:
+        """The admitted series, oldest first."""
+        return [s.key for s in sorted(self.series.values(), key=lambda s: s.order)]
+
+    @torch.inference_mode()
+    def admit(self, key: Hashable, series: SeriesInput) -> None:
+        """Start a series (it decodes from the next step on). Raises ``InputError`` for a bad one."""
+        if key in self.series:
+            raise ValueError(f"series {key!r} is already admitted")
+        if series.sample_count > self.slab.slots:
+            raise ValueError(f"sample_count {series.sample_count} exceeds the KV slab's {self.slab.slots} rows")
+        p = self.predictor
+        features, stamps, seed = p._prepare(0, series)
+        ((s1, s2),) = p._encode([features])
+        params = SamplingParams(series.temperature, series.top_k, series.top_p)
+        generator = torch.Generator().manual_seed(seed)
+        job = SeriesTokens(s1, s2, stamps, series.pred_len, series.sample_count, params, generator, series.cancel)
+        n, paths = len(s1), series.sample_count
+        tok1 = torch.zeros(paths, n + job.pred_len, dtype=torch.long, device=self.device)
+        tok2 = torch.zeros_like(tok1)
+        tok1[:, :n], tok2[:, :n] = s1.to(self.device), s2.to(self.device)
+        entry = _Series(key, next(self._order), series, job, features, seed, tok1, tok2, cur=n)
+        job.stamps = stamps.to(self.device)
+        width = min(n, self.window)
+        entry.windows = [_Window(self._take_free(entry), 0, n - width, width)]
+        self.series[key] = entry
+
+    def remove(self, key: Hashable) -> None:
+        """Take a series out (evicted, failed or cancelled); its slots are free at once."""
+        entry = self.series.pop(key, None)
+        if entry is not None:
+            self._release(entry)
+
+    @torch.inference_mode()
+    def step(self) -> StepReport:
+        report = StepReport()
+        for entry in [s for s in self.series.values() if s.job.cancelled]:
+            self.remove(entry.key)
+            report.dropped.append(entry.key)
+        if not self.series:
+            return report
+        generators = {key: s.job.generator.get_state() for key, s in self.series.items()}
+        try:
+            sampled, progress = self._compute()
+        except BaseException:
+            for key, state in generators.items():
+                self.series[key].job.generator.set_state(state)
+            raise
+        self.steps += 1
+        for window, (done, h_last) in progress.items():
+            window.done, window.h_last, window.served = done, h_last, self.steps
+        for entry, next_s1, next_s2 in sampled:  # first every row's token and cache length ...
+            col = entry.cur
+            entry.tok1[:, col], entry.tok2[:, col] = next_s1, next_s2
+            entry.cur += 1
+            if entry.state == DECODE:
+                self.slab.lengths[entry.slots] += 1
+        for entry, _, _ in sampled:  # ... then rows move (a moved row takes its new column along)
+            if entry.done:
+                self.remove(entry.key)
+                try:
+                    report.finished.append((entry.key, self._forecast(entry)))
+                except Exception as exc:  # noqa: BLE001 — e.g. out of memory in the tokenizer: this series only
+                    report.failed.append((entry.key, exc))
+            else:
+                self._advance(entry)
+        return report
+
+    # --- one step -----------------------------------------------------------------------------
+    def _compute(self):
+        """The step's arithmetic; changes nothing but slab columns that no row counts yet."""
+        net = InferenceWeights.of(self.model)
+        groups = []  # (series list, row index per series, h_last, s1 logits, dep keys, dep values, mask)
+        if self.decoding:
+            n = self.decoding
+            rows = self.slab.rows(n)
+            x = net.embed(self.slot_s1[:n, None], self.slot_s2[:n, None], self.slot_stamp[:n, None])
+            h = net.trunk(x, rows)[:, 0]
+            s1_logits, keys, values = net.step_heads(h)
+            dep_keys, dep_values, mask = rows.dep.append(keys, values)
+            decoding = [s for s in self.series.values() if s.state == DECODE]
+            index = [torch.as_tensor(s.slots, device=self.device) for s in decoding]
+            groups.append((decoding, index, h, s1_logits, dep_keys, dep_values, mask))
+
+        progress = self._prefill(net)
+        for entry in self.series.values():
+            if entry.state != PREFILL:
+                continue
+            states = [progress.get(w, (w.done, w.h_last)) for w in entry.windows]
+            if any(done < w.width for w, (done, _) in zip(entry.windows, states)):
+                continue
+            if len(entry.windows) == 1:  # the input's window: shared by every path
+                (w,) = entry.windows
+                h = states[0][1].expand(entry.paths, -1).contiguous()
+                dep_keys = self.slab.dep_k[w.slot : w.slot + 1, :, : w.width].expand(entry.paths, -1, -1, -1)
+                dep_values = self.slab.dep_v[w.slot : w.slot + 1, :, : w.width].expand(entry.paths, -1, -1, -1)
+            else:
+                h = torch.cat([h_last for _, h_last in states])
+                dep_keys = torch.stack([self.slab.dep_k[w.slot, :, : w.width] for w in entry.windows])
+                dep_values = torch.stack([self.slab.dep_v[w.slot, :, : w.width] for w in entry.windows])
+            index = [torch.arange(entry.paths, device=self.device)]
+            groups.append(([entry], index, h, None, dep_keys, dep_values, None))
+
+        sampled = []
+        for members, index, h, s1_logits, dep_keys, dep_values, mask in groups:
+            rows = h.shape[0]
+            params = _row_params(members, index, rows, self.device)
+            s1_logits = net.s1_logits(h) if s1_logits is None else s1_logits
+            next_s1 = sample(s1_logits, *params, self._uniforms(members, index, rows))
+            s2_logits = net.s2_logits(h, next_s1, dep_keys, dep_values, mask)
+            next_s2 = sample(s2_logits, *params, self._uniforms(members, index, rows))
+            sampled += [(entry, next_s1[i], next_s2[i]) for entry, i in zip(members, index)]
+        return sampled, progress
+
+    def _prefill(self, net: InferenceWeights) -> dict[_Window, tuple[int, Tensor | None]]:
+        """Run prefill chunks, least recently served first, while fewer than ``chunk`` tokens ran."""
+        waiting = [
+            (w.served, entry.order, w.path, w, entry)
+            for entry in self.series.values()
+            if entry.state == PREFILL
+            for w in entry.windows
+            if w.done < w.width
+        ]
+        progress = {}
+        spent = 0
+        for _, _, _, w, entry in sorted(waiting, key=lambda item: item[:3]):
+            if spent >= self.chunk:
+                break
+            size = min(self.chunk, w.width - w.done)
+            spent += size
+            lo, hi = w.start + w.done, w.start + w.done + size
+            stamps = entry.job.stamps[lo:hi].unsqueeze(0)
+            x = net.embed(entry.tok1[w.path : w.path + 1, lo:hi], entry.tok2[w.path : w.path + 1, lo:hi], stamps)
+            h = net.prefill_chunk(x, self.slab.layer_views(w.slot), w.done)
+            keys, values = net.dep_keys_values(h)
+            self.slab.dep_k[w.slot, :, w.done : w.done + size] = keys[0]
+            self.slab.dep_v[w.slot, :, w.done : w.done + size] = values[0]
+            done = w.done + size
+            progress[w] = (done, h[:, -1] if done == w.width else None)
+        return progress
+
+    def _uniforms(self, members: list[_Series], index: list[Tensor], rows: int) -> Tensor:
+        """One uniform per row, each series drawing its paths' together from its own generator."""
+        u = torch.empty(rows, device=self.device)
+        for entry, i in zip(members, index):
+            u[i] = torch.rand(entry.paths, generator=entry.job.generator).to(self.device)
+        return u
+
+    # --- bookkeeping --------------------------------------------------------------------------
+    def _advance(self, entry: _Series) -> None:
+        """After a token: move the series to its next state; a decode row gets the token to feed."""
+        if entry.state == PREFILL and entry.cur <= self.window:
+            self._to_decode(entry)  # its whole context fits: cache it and feed one token per step
+        elif entry.cur > self.window:
+            self._to_window(entry)  # the window slides: recompute it for the next token
+        if entry.state == DECODE:
+            col = entry.cur - 1
+            slots = torch.as_tensor(entry.slots, device=self.device)
+            self.slot_s1[slots], self.slot_s2[slots] = entry.tok1[:, col], entry.tok2[:, col]
+            self.slot_stamp[slots] = entry.job.stamps[col]
+
+    def _to_decode(self, entry: _Series) -> None:
+        (w,) = entry.windows
+        saved = self.slab.save(w.slot, w.width)  # its slot may be needed to make room
+        self._free(w.slot)
+        entry.windows = []
+        targets = list(range(self.decoding, self.decoding + entry.paths))
+        for t in targets:
+            other = self.owner[t]
+            if other is not None:  # a prefill of another series sits there: move it out of the way
+                window = next(x for x in other.windows if x.slot == t)
+                window.slot = self._take_free(other, avoid=targets)
+                self.slab.move(t, window.slot, window.done)
+                self._free(t)
+        for t in targets:
+            self.slab.load(t, saved)
+            self.owner[t] = entry
+        self.decoding += entry.paths
+        entry.slots, entry.state = targets, DECODE
+
+    def _to_window(self, entry: _Series) -> None:
+        if entry.state == DECODE:
+            self._release(entry)
+        elif len(entry.windows) == 1 and entry.paths > 1:  # the shared input window splits per path
+            for _ in range(entry.paths - 1):
+                entry.windows.append(_Window(self._take_free(entry), 0, 0, 0))
+        start = entry.cur - self.window
+        entry.windows = [
+            _Window(w.slot, path, start, self.window, served=w.served) for path, w in enumerate(entry.windows)
+        ] or [_Window(self._take_free(entry), p, start, self.window) for p in range(entry.paths)]
+        entry.state = PREFILL
+
+    def _release(self, entry: _Series) -> None:
+        for w in entry.windows:
+            self._free(w.slot)
+        entry.windows = []
+        if entry.state == DECODE and entry.slots:
+            leaving = set(entry.slots)
+            keep = self.decoding - len(leaving)
+            holes = sorted(s for s in leaving if s < keep)
+            movers = [s for s in range(keep, self.decoding) if s not in leaving]
+            for hole, source in zip(holes, movers):
+                self.slab.move(source, hole)
+                self.slot_s1[hole], self.slot_s2[hole] = self.slot_s1[source], self.slot_s2[source]
+                self.slot_stamp[hole] = self.slot_stamp[source]
+                other = self.owner[source]
+                other.slots[other.slots.index(source)] = hole
+                self.owner[hole] = other
+                self._free(source)
+            for s in leaving:
+                if self.owner[s] is entry:
+                    self._free(s)
+            self.decoding = keep
+            entry.slots = []
+
+    def _take_free(self, entry: _Series, avoid=()) -> int:
+        """A free slot for a prefill, from the top (decode rows grow from the bottom)."""
+        for slot in range(self.slab.slots - 1, self.decoding - 1, -1):
+            if self.owner[slot] is None and slot not in avoid:
+                self.owner[slot] = entry
+                return slot
+        raise RuntimeError("the KV slab has no free row (the row budget exceeds its slots)")
+
+    def _free(self, slot: int) -> None:
+        self.owner[slot] = None
+        self.slab.lengths[slot] = 0
+
+    def _forecast(self, entry: _Series) -> Forecast:
+        """Decode the series alone (so its numbers never depend on its batch mates)."""
+        n = len(entry.job.s1)
+        generated = (entry.tok1[:, n:], entry.tok2[:, n:])
+        (paths,) = self.predictor._decode([entry.job], [generated])
+        return finish_forecast(entry.series, entry.features, paths, entry.seed)
+
+
+def _row_params(members: list[_Series], index: list[Tensor], rows: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    temperature = torch.empty(rows, device=device)
+    top_k = torch.empty(rows, dtype=torch.long, device=device)
+    top_p = torch.empty(rows, device=device)
+    for entry, i in zip(members, index):
+        p = entry.job.params
+        temperature[i], top_k[i], top_p[i] = p.temperature, p.top_k, p.top_p
+    return temperature, top_k, top_p
