@@ -25,13 +25,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 # The README's install, in two steps so the torch layer is cached across code changes: torch from
 # the chosen wheel index first, then the package, which keeps that torch (it allows 2.2 to 2.13).
 # Every version comes from constraints.txt, the repository's lock, so a rebuild gets the same set.
-# torch's C++ headers and CMake files are for building extensions, which the service never does.
+# torch's C++ headers and CMake files (for building extensions) and its C++ test binaries are never
+# used by the service: 0.2 GB less.
 WORKDIR /src
 COPY constraints.txt ./
 RUN python -m venv /opt/venv \
     && pip install -c constraints.txt "torch==${TORCH_VERSION}" \
         --index-url "${TORCH_INDEX_URL}" --extra-index-url "${PYPI_INDEX_URL}" \
-    && rm -rf /opt/venv/lib/python3*/site-packages/torch/include /opt/venv/lib/python3*/site-packages/torch/share
+    && rm -rf /opt/venv/lib/python3*/site-packages/torch/include /opt/venv/lib/python3*/site-packages/torch/share \
+        /opt/venv/lib/python3*/site-packages/torch/test
 
 COPY pyproject.toml README.md ./
 COPY model ./model

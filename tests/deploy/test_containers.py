@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,10 +49,20 @@ SCRATCH = Path(os.environ.get("KRONOS_TEST_CONTAINERS_DIR", "/var/tmp/kronos-con
 KEEP = os.environ.get("KRONOS_TEST_CONTAINERS_KEEP") == "1"
 TOOLS = ("podman", "mmdebstrap", "runc", "conmon", "catatonit", "iptables")  # netavark: podman's own folder
 CPU_IMAGE, GPU_IMAGE = "kronos-service:cpu", "kronos-service:gpu"
+TORCH_INDEX_PORT = 38471
 SINGLE = {"data": [[100, 105, 98, 102], [102, 108, 101, 107], [107, 109, 103, 104]], "pred_len": 10}
 BATCH = {"batch": [{"data": [[100, 105, 98, 102]], "pred_len": 10}, {"data": [[200, 205, 198, 202]], "pred_len": 10}]}
 # What each piece cost, printed at the end (the numbers in DEPLOYMENT_DEVICE_OPTIONS.md).
 MEASURED: dict[str, str] = {}
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def stub_script(path: Path, text: str) -> None:
@@ -102,8 +113,9 @@ class Engine:
         self.background(["podman", "system", "service", "--time=0", socket], "podman-service.log")
         sock_path = Path(socket.removeprefix("unix://"))
         assert wait_until(sock_path.exists, 30.0, 0.2), "podman system service did not start"
-        # The torch index the builds use, on loopback only.
-        port = free_port()
+        # The torch index the builds use, on loopback only. Its URL is a build argument, so the same
+        # port run after run keeps the build cache valid (with KRONOS_TEST_CONTAINERS_KEEP=1).
+        port = TORCH_INDEX_PORT if port_is_free(TORCH_INDEX_PORT) else free_port()
         index_dir = self.env["KRONOS_TEST_TORCH_INDEX_DIR"]
         argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", index_dir, str(port)]
         self.background(argv, "torch-index.log")
@@ -148,9 +160,12 @@ class HealthTicker(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval_s):
-            names = self.engine.podman("ps", "--format", "{{.Names}}", check=False, timeout=30).stdout.split()
-            for name in names:
-                self.engine.podman("healthcheck", "run", name, check=False, timeout=30)
+            try:  # podman may be busy (a build holds its lock): just try again next time
+                names = self.engine.podman("ps", "--format", "{{.Names}}", check=False, timeout=60).stdout.split()
+                for name in names:
+                    self.engine.podman("healthcheck", "run", name, check=False, timeout=60)
+            except subprocess.TimeoutExpired:
+                continue
 
     def stop(self) -> None:
         self.stopping.set()
@@ -302,7 +317,7 @@ def test_read_only_image_serves_a_forecast(served):
 
 
 def test_image_healthcheck_turns_healthy(engine, served):
-    check = image_config(engine, CPU_IMAGE)["Healthcheck"]
+    check = json.loads(engine.podman("image", "inspect", CPU_IMAGE).stdout)[0]["Healthcheck"]
     assert "/v1/healthz" in " ".join(check["Test"])
     # The ticker runs it every 2 s; an explicit run answers at once too.
     assert engine.podman("healthcheck", "run", served.name, check=False).returncode == 0
@@ -314,7 +329,10 @@ def test_sigterm_finishes_the_request_in_flight(engine, cpu_image):
     container = Container(engine, cpu_image, "kronos-test-sigterm")
     try:
         container.wait_ready()
-        slow = {"batch": [{"data": [[100, 105, 98, 102]] * 64, "pred_len": 160} for _ in range(16)]}
+        # A few seconds of decoding for the bundled model (well under the 30 s drain,
+        # KRONOS_SHUTDOWN_TIMEOUT_S), so that SIGTERM lands in the middle.
+        series = {"data": [[100, 105, 98, 102]] * 64, "pred_len": 120, "sample_count": 2}
+        slow = {"batch": [series] * 8}
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(httpx.post, f"{container.url}/v1/predict/batch", json=slow, timeout=120.0)
 
@@ -329,9 +347,13 @@ def test_sigterm_finishes_the_request_in_flight(engine, cpu_image):
             engine.podman("stop", "--time", "40", container.name, timeout=90)  # SIGTERM, KILL after 40 s
             response = pending.result(timeout=120)
         assert response.status_code == 200, response.text
-        assert [len(r["forecast"]) for r in response.json()["results"]] == [160] * 16
+        assert [len(r["forecast"]) for r in response.json()["results"]] == [120] * 8
         assert time.monotonic() - stopped < 40  # ended by itself, not killed
-        assert engine.podman("inspect", "--format", "{{.State.ExitCode}}", container.name).stdout.strip() == "0"
+        # 0, or 143: uvicorn re-raises SIGTERM after its graceful shutdown; 137 would be the kill.
+        assert engine.podman("inspect", "--format", "{{.State.ExitCode}}", container.name).stdout.strip() in {
+            "0",
+            "143",
+        }
     finally:
         container.remove()
 
@@ -378,6 +400,7 @@ def test_gpu_compose_file_builds_and_serves_with_the_gpu_service_on_cpu(engine, 
     started = time.monotonic()
     # The gpu image, built by compose through Podman's Docker API from the same Dockerfile.
     engine.compose(*files, "build", env=stack_env)
+    assert engine.podman("image", "exists", GPU_IMAGE, check=False).returncode == 0
     MEASURED["compose build kronos-service:gpu (CPU torch, layers cached)"] = f"{time.monotonic() - started:.0f} s"
     try:
         engine.compose(*files, "up", "-d", "--wait", "--wait-timeout", "240", env=stack_env, timeout=300)
@@ -409,7 +432,7 @@ def test_deploy_cpu_up_status_down(engine, stack_env):
 
         status = deploy("deploy-cpu.sh", "status", env=env)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert f"kronos-api-cpu ({url}): " in status.stdout and '"ready":true' in status.stdout.replace(" ", "")
+        assert f'kronos-api-cpu ({url}): {{"status":"ready"' in status.stdout
     finally:
         down = deploy("deploy-cpu.sh", "down", env=env)
     assert down.returncode == 0, down.stdout + down.stderr
@@ -466,6 +489,12 @@ def test_deploy_hybrid_with_lb_routing_failover_recovery(engine, stack_env):
         engine.podman("start", "kronos-api-gpu", timeout=60)
         gpu_url = f"http://127.0.0.1:{stack_env['KRONOS_GPU_PORT']}"
         assert wait_until(lambda: Engine._answers(f"{gpu_url}/v1/readyz"), 180.0, 0.5), "gpu did not come back"
+        # Podman gave it a new address: nginx-lb's watcher reloads nginx within a few seconds.
+        back = time.monotonic()
+        assert wait_until(
+            lambda: answered_by(lb_request(lb, "/v1/predict/batch", BATCH)) == ("gpu", "kronos-api-gpu"), 60.0, 1.0
+        ), engine.podman("logs", "--tail", "20", "nginx-lb", check=False).stdout
+        MEASURED["recovery: gpu ready -> batches on gpu again"] = f"{time.monotonic() - back:.1f} s"
         response = lb_request(lb, "/v1/predict/batch", BATCH)
         assert answered_by(response) == ("gpu", "kronos-api-gpu")
         assert "X-Backend-Failover-From" not in response.headers
