@@ -221,8 +221,12 @@ def build(engine: Engine, tag: str) -> None:
     argv += ["--build-arg", f"TORCH_INDEX_URL={engine.index_url}", "-t", tag, "-f", "Dockerfile", "."]
     result = subprocess.run(argv, env=engine.environ(), cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, f"podman build failed:\n{result.stdout[-5000:]}\n{result.stderr[-3000:]}"
-    assert "torch 2.13.0+cpu" in result.stdout  # the build's own import check, with the local CPU wheel
     MEASURED[f"podman build {tag}"] = f"{time.monotonic() - started:.0f} s"
+    # torch from the local index: the CPU build, at the pinned version.
+    version = engine.podman(
+        "run", "--rm", "--entrypoint", "python", tag, "-c", "import torch; print(torch.__version__)"
+    )
+    assert version.stdout.strip() == "2.13.0+cpu"
 
 
 @pytest.fixture(scope="module")
@@ -379,6 +383,12 @@ def stack_env(engine: Engine, cpu_image: str) -> dict[str, str]:
     )
 
 
+def stack_containers(engine: Engine) -> list[str]:
+    """The compose files' containers still there (running or not)."""
+    names = engine.podman("ps", "--all", "--format", "{{.Names}}").stdout.split()
+    return [name for name in names if name.startswith(("kronos-api-", "nginx-lb"))]
+
+
 def deploy(script: str, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(REPO / script), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
@@ -436,7 +446,7 @@ def test_deploy_cpu_up_status_down(engine, stack_env):
     finally:
         down = deploy("deploy-cpu.sh", "down", env=env)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert engine.podman("ps", "--all", "--format", "{{.Names}}").stdout.split() == []
+    assert stack_containers(engine) == []
 
 
 def test_deploy_hybrid_with_lb_routing_failover_recovery(engine, stack_env):
@@ -506,5 +516,5 @@ def test_deploy_hybrid_with_lb_routing_failover_recovery(engine, stack_env):
     finally:
         down = deploy("deploy-hybrid.sh", "down", env=env, timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert engine.podman("ps", "--all", "--format", "{{.Names}}").stdout.split() == []
+    assert stack_containers(engine) == []
     assert engine.podman("network", "ls", "--format", "{{.Name}}").stdout.split() == ["podman"]
