@@ -207,11 +207,14 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
         if not KEEP:
             engine.podman("system", "reset", "--force", timeout=300, check=False)
             shutil.rmtree(SCRATCH, ignore_errors=True)
+        MEASURED["whole module, prepare to clean-up"] = f"{time.monotonic() - started:.0f} s"
         reporter = request.config.pluginmanager.getplugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line("")
-            for what, value in MEASURED.items():
-                reporter.write_line(f"containers: {what}: {value}")
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():  # shown in CI's log, pass or fail
+                reporter.write_line("")
+                for what, value in MEASURED.items():
+                    reporter.write_line(f"containers: {what}: {value}")
 
 
 def build(engine: Engine, tag: str) -> None:
