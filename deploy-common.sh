@@ -20,6 +20,7 @@ TIMEOUT_S=300
 COMMAND=up
 LOG_SERVICE=""
 COMPOSE=()
+ENGINE=docker
 
 say() { printf '%s\n' "$*"; }
 fail() {
@@ -52,7 +53,11 @@ Options:
   -h, --help         this help
 
 Environment: the variables of $file (see DEPLOYMENT_DEVICE_OPTIONS.md) from the shell or ./.env;
-KRONOS_COMPOSE overrides the compose command (default: 'docker compose', else 'docker-compose').
+KRONOS_COMPOSE         the compose command: 'docker compose', 'docker-compose' or 'podman-compose'
+                       (default: the first of these found)
+KRONOS_ENGINE          the engine's command for info/exec: docker or podman (default: podman with
+                       podman-compose or where docker is absent, else docker)
+KRONOS_COMPOSE_OVERRIDE  compose files layered over $file, separated by ':' (site settings)
 EOF
 }
 
@@ -103,7 +108,9 @@ run() {
 
 compose_file() { printf '%s/docker-compose.%s.yml' "$KRONOS_ROOT" "$KRONOS_MODE"; }
 
-# docker compose (v2 plugin) if present, else docker-compose (v1), unless KRONOS_COMPOSE says.
+# docker compose (v2 plugin) if present, else docker-compose (v1 or v2 standalone), else
+# podman-compose, unless KRONOS_COMPOSE says. With Podman, 'docker compose' or 'docker-compose' work
+# too against Podman's Docker API (DOCKER_HOST=unix:///run/podman/podman.sock; see the guide).
 detect_compose() {
     if [[ -n "${KRONOS_COMPOSE:-}" ]]; then
         read -r -a COMPOSE <<<"$KRONOS_COMPOSE"
@@ -111,23 +118,45 @@ detect_compose() {
         COMPOSE=(docker compose)
     elif command -v docker-compose >/dev/null 2>&1; then
         COMPOSE=(docker-compose)
+    elif command -v podman-compose >/dev/null 2>&1; then
+        COMPOSE=(podman-compose)
     elif ((DRY_RUN)); then
         COMPOSE=(docker compose)
     else
-        fail "neither 'docker compose' (the Compose v2 plugin) nor 'docker-compose' was found: install Docker Compose 2 (https://docs.docker.com/compose/install/)"
+        fail "neither 'docker compose' (the Compose v2 plugin) nor 'docker-compose' nor 'podman-compose' was found: install Docker Compose 2 (https://docs.docker.com/compose/install/) or podman-compose, or name one in KRONOS_COMPOSE"
     fi
     COMPOSE+=(-f "$(compose_file)")
+    local override overrides=()
+    IFS=: read -r -a overrides <<<"${KRONOS_COMPOSE_OVERRIDE:-}"
+    for override in "${overrides[@]}"; do
+        [[ -z "$override" ]] || COMPOSE+=(-f "$override")
+    done
     # nginx-lb lives in the profile "loadbalancer": name it whenever it is wanted or may be running.
     if [[ "$KRONOS_MODE" == hybrid ]] && { ((WITH_LB)) || [[ "$COMMAND" != up ]]; }; then
         COMPOSE+=(--profile loadbalancer)
     fi
 }
 
+# The engine's own command (docker, or podman), for info and exec.
+detect_engine() {
+    if [[ -n "${KRONOS_ENGINE:-}" ]]; then
+        ENGINE="$KRONOS_ENGINE"
+    elif [[ "${KRONOS_COMPOSE:-}" == podman* ]]; then
+        ENGINE=podman
+    elif ! command -v docker >/dev/null 2>&1 && command -v podman >/dev/null 2>&1; then
+        ENGINE=podman
+    fi
+}
+
 check_docker() {
-    command -v docker >/dev/null 2>&1 ||
-        fail "docker not found: install Docker Engine 20.10 or newer (https://docs.docker.com/engine/install/)"
+    if [[ "$ENGINE" == podman ]]; then
+        command -v podman >/dev/null 2>&1 || fail "podman not found: install Podman 4 or newer (https://podman.io/docs/installation)"
+    else
+        command -v "$ENGINE" >/dev/null 2>&1 ||
+            fail "$ENGINE not found: install Docker Engine 20.10 or newer (https://docs.docker.com/engine/install/), or Podman (set KRONOS_ENGINE=podman)"
+    fi
     local info_error
-    if ! info_error="$(docker info 2>&1 >/dev/null)"; then
+    if ! info_error="$("$ENGINE" info 2>&1 >/dev/null)"; then
         fail "cannot reach the Docker engine (is the daemon running, and may this user use it?): ${info_error%%$'\n'*}"
     fi
 }
@@ -144,8 +173,15 @@ check_gpu_driver() {
 
 # Docker's access to the GPU (the NVIDIA Container Toolkit), before anything is built or started.
 check_gpu_runtime() {
+    if [[ "$ENGINE" == podman ]]; then
+        # Podman reaches the GPU through the toolkit's CDI spec (or its OCI hook).
+        if ! grep -qs 'nvidia.com' /etc/cdi/*.y*ml /var/run/cdi/*.y*ml && ! command -v nvidia-container-runtime-hook >/dev/null 2>&1; then
+            fail "Podman sees no NVIDIA GPU: install the NVIDIA Container Toolkit, then run 'sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml' (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/cdi-support.html)"
+        fi
+        return 0
+    fi
     local runtimes
-    runtimes="$(docker info --format '{{json .Runtimes}}' 2>/dev/null || true)"
+    runtimes="$("$ENGINE" info --format '{{json .Runtimes}}' 2>/dev/null || true)"
     if [[ "$runtimes" != *nvidia* ]] && ! command -v nvidia-container-runtime-hook >/dev/null 2>&1; then
         fail "Docker has no NVIDIA runtime: install the NVIDIA Container Toolkit, then run 'sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker' (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html)"
     fi
@@ -164,8 +200,11 @@ instances() {
 published_url() {
     local service="$1" container_port="$2" address
     address="$("${COMPOSE[@]}" port "$service" "$container_port" 2>/dev/null | head -n 1)"
+    address="${address//[[:space:]]/}"
     [[ -n "$address" ]] || return 1
+    # "HOST:PORT" from docker compose, "PORT" alone from podman-compose.
     local host="${address%:*}" port="${address##*:}"
+    [[ "$address" == *:* ]] || host=""
     case "$host" in 0.0.0.0 | "[::]" | "::" | "") host=127.0.0.1 ;; esac
     printf 'http://%s:%s' "$host" "$port"
 }
@@ -200,7 +239,7 @@ verify_gpu_instance() {
     else
         say "WARNING: kronos-api-gpu is ready but serves on '${device:-unknown}', not a GPU (KRONOS_DEVICE_FALLBACK=cpu?)" >&2
     fi
-    docker exec kronos-api-gpu nvidia-smi -L || say "WARNING: 'docker exec kronos-api-gpu nvidia-smi' failed: the container does not see the GPU" >&2
+    "$ENGINE" exec kronos-api-gpu nvidia-smi -L || say "WARNING: '$ENGINE exec kronos-api-gpu nvidia-smi' failed: the container does not see the GPU" >&2
 }
 
 # The first of KRONOS_API_KEYS (shell, else ./.env), for the routing check's requests; empty if none.
@@ -315,6 +354,7 @@ kronos_deploy_main() {
     if ((!DRY_RUN)); then
         # A GPU deployment without a GPU fails on that first, whatever else is missing.
         if [[ "$COMMAND" == up && "$KRONOS_MODE" != cpu ]]; then check_gpu_driver; fi
+        detect_engine
         check_docker
     fi
     detect_compose

@@ -86,9 +86,10 @@ def check_instance(service: dict, project: Path, name: str, limits: tuple[float,
     assert source == str(project / BUNDLED_MOUNT)
     assert (REPO / BUNDLED_MOUNT / "config.json").is_file()
     assert (REPO / BUNDLED_MOUNT / "tokenizer" / "config.json").is_file()
-    # Healthy means ready to forecast.
+    # Healthy means ready to forecast. Shell form: Podman's Docker API splits an exec-form check's
+    # arguments (tests/deploy/test_containers.py runs these checks for real).
     health = service["healthcheck"]
-    assert health["test"][0] == "CMD" and "http://127.0.0.1:8000/v1/readyz" in " ".join(health["test"])
+    assert health["test"][0] == "CMD-SHELL" and "http://127.0.0.1:8000/v1/readyz" in " ".join(health["test"])
 
 
 def test_cpu_file(docker_compose, project):
@@ -100,6 +101,13 @@ def test_cpu_file(docker_compose, project):
     assert cpu["build"]["args"]["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     assert published(cpu) == {8000: "0.0.0.0:8000"}
     assert "devices" not in cpu["deploy"]["resources"]["reservations"]
+
+
+def test_cpu_torch_index_is_a_variable(docker_compose, project):
+    env = {"KRONOS_CPU_TORCH_INDEX_URL": "https://mirror.example/torch-cpu/simple"}
+    for file in ("docker-compose.cpu.yml", "docker-compose.hybrid.yml"):
+        cpu = config(docker_compose, project, file, env)["services"]["kronos-api-cpu"]
+        assert cpu["build"]["args"]["TORCH_INDEX_URL"] == env["KRONOS_CPU_TORCH_INDEX_URL"]
 
 
 def test_gpu_file_defaults(docker_compose, project):

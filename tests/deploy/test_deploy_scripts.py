@@ -294,3 +294,46 @@ def test_routing_check_uses_the_first_api_key(keys, expected):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected
+
+
+PODMAN_COMPOSE_STUB = """#!/usr/bin/env bash
+# podman-compose as the scripts meet it: `port` prints the host port alone, not HOST:PORT.
+echo "podman-compose $*" >> "{log}"
+while [[ "$1" == -f || "$1" == --profile ]]; do shift 2; done
+case "$1" in
+  port) [[ "$2" == kronos-api-cpu ]] && echo {port} ;;
+  ps) echo "NAME  STATUS"; echo "kronos-api-cpu  running" ;;
+esac
+"""
+
+
+def test_podman_compose_port_form_and_engine(tmp_path, instances):
+    box = Toolbox(tmp_path, docker=False, gpus=None)
+    box._script("podman-compose", PODMAN_COMPOSE_STUB.format(log=box.log, port=instances.cpu.port))
+    box._script("podman", f'echo "podman $*" >> "{box.log}"\n')
+    for env in ({"KRONOS_COMPOSE": "podman-compose"}, {}):  # named, and found on PATH without docker
+        result = subprocess.run(
+            [str(REPO / "deploy-cpu.sh"), "--no-build", "--timeout", "30"],
+            env=clean_env(PATH=str(box.bin), **env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"kronos-api-cpu: http://127.0.0.1:{instances.cpu.port}" in result.stdout
+    calls = box.docker_calls()
+    assert "podman info" in calls  # the engine check asks podman, not docker
+    assert f"podman-compose -f {REPO / 'docker-compose.cpu.yml'} up -d" in calls
+
+
+def test_compose_override_files_are_layered(tmp_path):
+    box = Toolbox(tmp_path, docker=False, gpus=None)
+    result = subprocess.run(
+        [str(REPO / "deploy-hybrid.sh"), "--dry-run"],
+        env=clean_env(PATH=str(box.bin), KRONOS_COMPOSE_OVERRIDE="/srv/site.yml:/srv/gpu.yml"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    file = REPO / "docker-compose.hybrid.yml"
+    assert f"+ docker compose -f {file} -f /srv/site.yml -f /srv/gpu.yml up -d" in result.stdout

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import deploy_support
 import httpx
 import pytest
 from deploy_support import REPO, Nginx, free_port, nginx_argv, render_nginx_conf
@@ -60,7 +63,7 @@ def test_failover_conditions():
     assert {"error", "timeout", "http_502", "http_503", "non_idempotent"} <= set(conditions)
     # The instance's own 504 (KRONOS_REQUEST_TIMEOUT_S) is an answer, not a reason to run it twice.
     assert "http_504" not in conditions
-    assert directive("proxy_next_upstream_tries") == "2"
+    assert directive("proxy_next_upstream_tries") == "0"  # every address of both instances
     assert "proxy_request_buffering off" not in CONF  # the body must be kept to be resent
 
 
@@ -70,6 +73,7 @@ class Recorder:
     def __init__(self, name: str, status: int = 200):
         self.name = name
         self.status = status
+        self.instance_header: str | None = None  # X-Kronos-Instance to send, as the service does
         self.requests: list[dict] = []
         recorder = self
 
@@ -82,6 +86,8 @@ class Recorder:
                 self.send_response(recorder.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                if recorder.instance_header:
+                    self.send_header("X-Kronos-Instance", recorder.instance_header)
                 self.end_headers()
                 self.wfile.write(payload)
 
@@ -170,3 +176,101 @@ def test_both_down_is_a_json_502_from_nginx(nginx_bin, tmp_path):
             assert response.headers["X-Request-ID"]
     finally:
         lb.stop()
+
+
+class SilentBackend:
+    """A port that never answers: its listen queue is full, so a connection attempt gets no reply at
+    all (as a stopped container's address on a compose network), rather than a refusal."""
+
+    def __init__(self):
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(0)
+        self.port = self.server.getsockname()[1]
+        self.fillers = []
+        for _ in range(3):  # fill the accept queue; nothing is ever accepted
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+        time.sleep(0.2)
+
+    def silent(self) -> bool:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.settimeout(0.5)
+        try:
+            probe.connect(("127.0.0.1", self.port))
+            return False
+        except TimeoutError:
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.server.close()
+
+
+def test_silent_instance_fails_over_after_the_connect_timeout(nginx_bin, recorders, tmp_path):
+    cpu, _ = recorders
+    silent = SilentBackend()
+    lb = Nginx(nginx_bin, tmp_path / "nginx", cpu.port, silent.port)
+    try:
+        assert silent.silent(), "the stand-in did not stay silent"
+        started = time.monotonic()
+        response = httpx.post(f"{lb.url}/v1/predict/batch", json={"batch": []}, timeout=30.0)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Backend-Used"] == "cpu"
+        assert response.headers["X-Backend-Failover-From"] == "gpu"
+        assert response.json() == {"instance": "cpu"}
+        # One connect timeout on the silent address, then the other instance.
+        assert seconds(directive("proxy_connect_timeout")) <= elapsed < 3 * seconds(directive("proxy_connect_timeout"))
+    finally:
+        lb.stop()
+        silent.close()
+
+
+def test_backend_used_follows_the_instance_that_names_itself(recorded_lb, recorders):
+    # An instance names itself in X-Kronos-Instance; that wins over counting attempts (which is
+    # wrong when one name resolves to several addresses).
+    cpu, gpu = recorders
+    gpu.instance_header = "kronos-api-cpu"  # a gpu upstream that says it is the cpu instance
+    response = recorded_lb.post("/v1/predict/batch", json={"batch": []})
+    assert response.status_code == 200
+    assert response.json() == {"instance": "gpu"}  # the gpu upstream answered, first try
+    assert response.headers["X-Backend-Used"] == "cpu"  # but what it says it is decides
+    assert response.headers["X-Backend-Failover-From"] == "gpu"
+
+
+@pytest.mark.parametrize("addresses", [2, 3])
+def test_silent_instance_with_several_addresses_fails_over(nginx_bin, recorders, tmp_path, monkeypatch, addresses):
+    # A name that resolves to N addresses becomes N servers in its upstream block (nginx resolves it
+    # at start-up): Podman's DNS gave a stopped container's address twice, which with two tries
+    # sent both to the silent address and never reached the other instance (504).
+    cpu, _ = recorders
+    silent = SilentBackend()
+
+    def render(cpu_port: int, gpu_port: int, lb_port: int) -> str:
+        text = render_nginx_conf(cpu_port, gpu_port, lb_port)
+        for params in ("max_fails=0;", "max_fails=0 backup;", ";"):
+            line = f"server 127.0.0.1:{gpu_port} {params}".replace(" ;", ";")
+            text = text.replace(line, " ".join([line] * addresses))
+        return text
+
+    monkeypatch.setattr(deploy_support, "render_nginx_conf", render)
+    lb = Nginx(nginx_bin, tmp_path / "nginx", cpu.port, silent.port)
+    try:
+        assert (lb.prefix / "nginx.conf").read_text().count(f"server 127.0.0.1:{silent.port}") == 3 * addresses
+        for path, headers in [("/v1/predict/batch", {}), ("/v1/predict/single", {"X-Kronos-Device": "gpu"})]:
+            response = httpx.post(lb.url + path, json={"batch": []}, headers=headers, timeout=30.0)
+            assert response.status_code == 200, response.text
+            assert response.headers["X-Backend-Used"] == "cpu"
+            assert response.headers["X-Backend-Failover-From"] == "gpu"
+            assert response.json() == {"instance": "cpu"}
+    finally:
+        lb.stop()
+        silent.close()
