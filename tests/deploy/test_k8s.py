@@ -6,10 +6,12 @@ bound to the pools' Services, run in a real nginx)."""
 
 from __future__ import annotations
 
+import http.server
 import re
 import runpy
 import subprocess
 import sys
+import threading
 
 import httpx
 import kubernetes_validate
@@ -393,3 +395,69 @@ def test_router_rejects_an_unknown_device_header(router):
     assert response.status_code == 400
     assert response.headers["X-Backend-Used"] == "none"
     assert response.json()["error"]["type"] == "invalid_device_header"
+
+
+class _PodNamedInstance(http.server.BaseHTTPRequestHandler):
+    """Answers like a pool pod would name itself: KRONOS_INSTANCE_NAME is the pod's metadata.name."""
+
+    pod_name = ""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Kronos-Instance", self.pod_name)
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def test_router_names_the_pool_of_a_pod_named_instance(nginx_bin, tmp_path_factory):
+    """In the cluster an instance is named after its pod (kronos-api-cpu-<replicaset>-<pod>), not its
+    Service: X-Backend-Used must still say which pool answered (it said "none" when the map matched
+    the compose names only)."""
+    servers = {}
+    for pool, pod in (("cpu", "kronos-api-cpu-5d8f7c9b4-x2x7q"), ("gpu", "kronos-api-gpu-6b9c8d7f5-k4m2n")):
+        handler = type(f"{pool}Pod", (_PodNamedInstance,), {"pod_name": pod})
+        servers[pool] = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=servers[pool].serve_forever, daemon=True).start()
+    prefix = tmp_path_factory.mktemp("k8s-router-pods")
+    port = free_port()
+    conf = (
+        router_conf(render("hybrid"))
+        .replace("kronos-api-cpu:8000", f"127.0.0.1:{servers['cpu'].server_port}")
+        .replace("kronos-api-gpu:8000", f"127.0.0.1:{servers['gpu'].server_port}")
+        .replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    )
+    (prefix / "nginx.conf").write_text(conf)
+    process = ManagedProcess("router-pods", nginx_argv(nginx_bin, prefix), clean_env(), prefix, prefix / "access.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: not process.alive or _answers(url), 15.0) and process.alive, process.log_tail()
+        single = httpx.post(url + "/v1/predict/single", json=ONE, timeout=10)
+        batch = httpx.post(url + "/v1/predict/batch", json={"batch": [ONE]}, timeout=10)
+        assert (single.headers["X-Backend-Used"], single.headers["X-Kronos-Instance"]) == (
+            "cpu",
+            "kronos-api-cpu-5d8f7c9b4-x2x7q",
+        )
+        assert batch.headers["X-Backend-Used"] == "gpu"
+        assert "X-Backend-Failover-From" not in single.headers
+    finally:
+        process.stop()
+        for server in servers.values():
+            server.shutdown()
+            server.server_close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return "X-Backend-Used" in httpx.get(url + "/v1/healthz", timeout=5).headers
+    except httpx.HTTPError:
+        return False
