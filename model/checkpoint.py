@@ -13,9 +13,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import CheckpointError, ConfigError
+from .hub import CONFIG_FILE, WEIGHTS_FILE
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 _MAX_NAMES = 8
 
 M = TypeVar("M", bound="PretrainedMixin")

@@ -25,8 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bundled import bundled_model_path
-from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from .errors import CheckpointError
+
+# The two files of a checkpoint folder (model/checkpoint.py reads them; named here too so that this
+# module, which settings validation imports, does not load torch).
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
 
 BUNDLED = "bundled"
 # The hub's repo id rule: an owner and a name of letters, digits, '-', '_' and '.'.

@@ -470,7 +470,7 @@ def test_batching_settings():
 def step_scheduler(engine, **limits) -> tuple[BatchScheduler, ServiceMetrics]:
     from concurrent.futures import ThreadPoolExecutor
 
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics().for_model("test")
     options = {"max_rows": 8, "max_tokens": 10_000, "context": 512, "wait_s": 0.0, "max_queue": 16, "timeout_s": 60.0}
     options.update(limits)
     return BatchScheduler(None, ThreadPoolExecutor(1), metrics, step_model=lambda: engine, **options), metrics

@@ -160,9 +160,13 @@ def test_page_loads_with_the_example_charted(visit):
     assert visit.pixels("history") > 500
     assert visit.pixels("forecast") < 50  # a few anti-aliased edges at most
     assert visit.page.is_hidden("#message")
-    # What this server lacks is not offered: no key needed, no model choice, no sample-path option yet.
-    for absent in ("#api-key", "#model", "#show-paths"):
+    # What this server lacks is not offered: no key needed, no sample-path option yet.
+    for absent in ("#api-key", "#show-paths"):
         assert visit.page.is_hidden(absent), absent
+    # The models it serves (GET /v1/models) are offered, its default chosen.
+    expect(visit.page.locator("#model")).to_be_visible()
+    assert visit.page.locator("#model option").all_inner_texts() == ["kronos-demo"]
+    assert visit.page.input_value("#model") == "kronos-demo"
     # Lightweight Charts' licence: TradingView credited with a link (the link is not followed).
     footer = visit.page.locator("footer")
     assert "TradingView Lightweight Charts" in footer.inner_text()
