@@ -576,11 +576,13 @@ def test_step_level_out_of_memory_evicts_the_newest_and_everyone_gets_their_solo
 
 def test_step_level_a_timed_out_series_leaves_the_batch_at_the_next_step(predictor):
     engine = new_engine(predictor)
-    scheduler, metrics = step_scheduler(engine, timeout_s=1.0)
+    # The long series takes over 1 s alone on an idle 2-core machine (8 paths, 500 steps): a timeout of
+    # 0.25 s ends it mid-batch however fast the machine (1 s was flaky: the work took 1.1 s here).
+    scheduler, metrics = step_scheduler(engine, timeout_s=0.25)
 
     async def scenario():
         with pytest.raises(ForecastTimeout):
-            await scheduler.submit([series(30, 500, 4, seed=60)])  # far longer than 1 s
+            await scheduler.submit([series(30, 500, 8, seed=60)])
         await until(lambda: engine.idle, timeout=60)
         return await scheduler.submit([series(20, 3, seed=61)])
 
