@@ -41,6 +41,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -114,12 +115,14 @@ class Server:
         raise SystemExit(f"the server was not ready in {START_TIMEOUT_S:.0f} s:\n{self.log_path.read_text()[-3000:]}")
 
     def metrics(self) -> dict[str, float]:
-        """The unlabelled samples of /v1/metrics (enough for the queue and batch counters)."""
-        values = {}
-        for line in httpx.get(self.url + "/v1/metrics", timeout=30).text.splitlines():
-            if line and not line.startswith("#") and "{" not in line:
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
+        """Every sample of /v1/metrics summed over its labels but a histogram's ``le`` (the queue depth and
+        the batch counters carry a ``model`` label: one model here, so the sum is that model's value)."""
+        values: dict[str, float] = {}
+        text = httpx.get(self.url + "/v1/metrics", timeout=30).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if "le" not in sample.labels and "quantile" not in sample.labels:
+                    values[sample.name] = values.get(sample.name, 0.0) + sample.value
         return values
 
     def settle(self) -> None:
