@@ -53,6 +53,10 @@ class ModelCatalog:
             )
         return service
 
+    def described(self) -> list[dict[str, Any]]:
+        """Every served model as GET /v1/models and /v1/readyz list it, the default one marked."""
+        return [describe(service, name == self.default_name) for name, service in self.services.items()]
+
     def batcher_for(self, name: str | None) -> BatchScheduler:
         """The batcher of model ``name`` (None: the default), for routes that queue series themselves."""
         return self.get(name).scheduler

@@ -10,7 +10,6 @@ import psutil
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ..catalog import describe
 from ..schemas import DetailedHealthResponse, HealthResponse, ReadyResponse
 from .common import CatalogDep, ServiceDep, error_responses
 
@@ -52,7 +51,7 @@ async def readyz(service: ServiceDep, catalog: CatalogDep) -> JSONResponse:
             "mode": service.settings.batching,
             "kv_cache_bytes": service.kv_cache_bytes,
         },
-        "models": [describe(s, name == catalog.default_name) for name, s in catalog.services.items()],
+        "models": catalog.described(),
     }
     return JSONResponse(body, status_code=200 if service.ready else 503)
 

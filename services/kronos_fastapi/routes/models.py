@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ..catalog import describe
 from ..schemas import ModelsResponse
 from .common import CatalogDep, error_responses
 
@@ -22,5 +21,5 @@ router = APIRouter(prefix="/v1", tags=["models"])
 async def list_models(catalog: CatalogDep) -> dict[str, Any]:
     return {
         "default": catalog.default_name,
-        "models": [describe(service, name == catalog.default_name) for name, service in catalog.services.items()],
+        "models": catalog.described(),
     }
