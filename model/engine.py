@@ -5,16 +5,22 @@ series whenever it likes and calls ``step()`` in a loop; each step
 
 1. drops the series whose ``cancel`` event is set;
 2. feeds every decoding row its newest token (one batched step over the packed slab rows);
-3. runs prefill chunks of at most ``chunk`` tokens each, least recently served first
-   (round-robin), starting chunks while fewer than ``chunk`` tokens ran this step: a long prefill
-   never holds the others' next token for more than about two chunks;
+3. runs prefill chunks, least recently served first (round-robin), within the step's budget: while
+   any row decodes (its next token waits for this step) chunks of at most ``chunk`` tokens, started
+   while fewer than ``chunk`` tokens ran, so a long prefill never holds the others' next token for
+   more than about two chunks; while no row decodes nobody waits for a token, and the budget is
+   ``idle_chunk`` (default: the whole window), so a lone long forecast pays no chunking overhead;
 4. samples the next (s1, s2) of every row that has a fresh hidden state, with each series' own
    generator, and hands over the series that are done.
 
 A series is computed as the reference computes it: while it fits in the window its keys/values are
 cached; once it outgrows the window, every token recomputes the whole window (chunked like a
-prefill). Its chunk boundaries, its sample draws and its tokenizer passes depend on nothing but the
-series itself, so its forecast is what it gets alone whoever joins or leaves beside it.
+prefill). Its sample draws and its tokenizer passes depend on nothing but the series itself, and its
+chunk boundaries, which do depend on the load, do not change its numbers: a chunk's attention runs
+query rows over the keys before them with PyTorch's CPU attention kernel, whose result for one query
+row does not depend on the other rows in the call, and the row-wise products give every row the same
+bits in any batch (pinned by the tests). So its forecast is what it gets alone whoever joins or
+leaves beside it.
 
 A step that raises (e.g. out of memory) leaves the engine as it was before the step (generator
 states are restored, no token is committed), so the caller can remove a series and step again.
@@ -90,13 +96,14 @@ class StepReport:
 class DecodeEngine:
     """Step-level batched decoding for one ``KronosPredictor`` (see the module docstring)."""
 
-    def __init__(self, predictor: KronosPredictor, *, slots: int, chunk: int = 128):
-        if slots < 1 or chunk < 1:
-            raise ValueError("slots and chunk must be >= 1")
+    def __init__(self, predictor: KronosPredictor, *, slots: int, chunk: int = 128, idle_chunk: int | None = None):
+        if slots < 1 or chunk < 1 or (idle_chunk is not None and idle_chunk < 1):
+            raise ValueError("slots, chunk and idle_chunk must be >= 1")
         self.predictor = predictor
         self.model = predictor.model
         self.window = predictor.max_context
         self.chunk = chunk
+        self.idle_chunk = max(chunk, self.window if idle_chunk is None else idle_chunk)
         self.device = predictor.device
         attn = self.model.transformer[0].self_attn
         dep = self.model.dep_layer.cross_attn
@@ -244,7 +251,9 @@ class DecodeEngine:
         return sampled, progress
 
     def _prefill(self, net: InferenceWeights) -> dict[_Window, tuple[int, Tensor | None]]:
-        """Run prefill chunks, least recently served first, while fewer than ``chunk`` tokens ran."""
+        """Run prefill chunks, least recently served first, while fewer tokens than the step's budget
+        ran: ``chunk`` while rows decode, else ``idle_chunk``."""
+        budget = self.chunk if self.decoding else self.idle_chunk
         waiting = [
             (w.served, entry.order, w.path, w, entry)
             for entry in self.series.values()
@@ -255,9 +264,9 @@ class DecodeEngine:
         progress = {}
         spent = 0
         for _, _, _, w, entry in sorted(waiting, key=lambda item: item[:3]):
-            if spent >= self.chunk:
+            if spent >= budget:
                 break
-            size = min(self.chunk, w.width - w.done)
+            size = min(budget, w.width - w.done)
             spent += size
             lo, hi = w.start + w.done, w.start + w.done + size
             stamps = entry.job.stamps[lo:hi].unsqueeze(0)

@@ -288,3 +288,35 @@ def test_a_failed_step_changes_nothing_so_evicting_the_newest_and_stepping_again
     done[newest] = done.pop("again")
     for i, s in enumerate(series):
         assert np.array_equal(done[i].samples, predictor.forecast([s])[0].samples), f"series {i}"
+
+
+def test_a_prefill_runs_whole_when_no_row_decodes_and_in_chunks_beside_decoding_rows(
+    make_predictor, conformance_input
+):
+    """Nobody waits for a token while no row decodes, so a lone window is prefilled in one step; beside
+    a decoding row it goes in chunks. The chunk boundaries change with the load, the numbers do not."""
+    from model.engine import DecodeEngine
+
+    predictor = make_predictor(max_context=64)
+    long = _engine_series(conformance_input, 60, 4, 2, seed=7)
+    short = _engine_series(conformance_input, 20, 30, 1, seed=8)
+    (long_alone,) = predictor.forecast([long])
+
+    lone = DecodeEngine(predictor, slots=6, chunk=16)
+    lone.admit("long", long)
+    lone.step()
+    assert lone.series["long"].state == "decode"  # its 60-token window ran in the first step
+
+    busy = DecodeEngine(predictor, slots=6, chunk=16)
+    busy.admit("short", short)
+    busy.step()  # the short one's window: it decodes from now on
+    busy.admit("long", long)
+    windows = []
+    while busy.series["long"].state == "prefill":
+        busy.step()
+        windows.append(busy.series["long"].windows[0].done if busy.series["long"].windows else 60)
+    assert windows == [16, 32, 48, 60]  # at most one chunk of 16 per step beside the decoding row
+    done = _run_engine(busy, [])
+    for forecast in (_run_engine(lone, [])["long"], done["long"]):
+        assert np.array_equal(forecast.samples, long_alone.samples)
+    assert np.array_equal(done["short"].samples, predictor.forecast([short])[0].samples)
