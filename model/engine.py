@@ -6,9 +6,8 @@ series whenever it likes and calls ``step()`` in a loop; each step
 1. drops the series whose ``cancel`` event is set;
 2. feeds every decoding row its newest token (one batched step over the packed slab rows);
 3. runs prefill chunks, least recently served first (round-robin), within the step's budget: while
-   any row decodes (its next token waits for this step) chunks of at most ``chunk`` tokens, started
-   while fewer than ``chunk`` tokens ran, so a long prefill never holds the others' next token for
-   more than about two chunks; while no row decodes nobody waits for a token, and the budget is
+   any row decodes (its next token waits for this step) at most ``chunk`` tokens in all, so prefills
+   never hold the others' next token for more than one chunk's time; while no row decodes nobody waits for a token, and the budget is
    ``idle_chunk`` (default: the whole window), so a lone long forecast pays no chunking overhead;
 4. samples the next (s1, s2) of every row that has a fresh hidden state, with each series' own
    generator, and hands over the series that are done.
@@ -251,8 +250,8 @@ class DecodeEngine:
         return sampled, progress
 
     def _prefill(self, net: InferenceWeights) -> dict[_Window, tuple[int, Tensor | None]]:
-        """Run prefill chunks, least recently served first, while fewer tokens than the step's budget
-        ran: ``chunk`` while rows decode, else ``idle_chunk``."""
+        """Run prefill chunks, least recently served first, up to the step's budget of tokens: ``chunk``
+        while rows decode, else ``idle_chunk``."""
         budget = self.chunk if self.decoding else self.idle_chunk
         waiting = [
             (w.served, entry.order, w.path, w, entry)
@@ -266,7 +265,7 @@ class DecodeEngine:
         for _, _, _, w, entry in sorted(waiting, key=lambda item: item[:3]):
             if spent >= budget:
                 break
-            size = min(budget, w.width - w.done)
+            size = min(budget - spent, w.width - w.done)
             spent += size
             lo, hi = w.start + w.done, w.start + w.done + size
             stamps = entry.job.stamps[lo:hi].unsqueeze(0)

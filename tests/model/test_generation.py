@@ -308,15 +308,37 @@ def test_a_prefill_runs_whole_when_no_row_decodes_and_in_chunks_beside_decoding_
     assert lone.series["long"].state == "decode"  # its 60-token window ran in the first step
 
     busy = DecodeEngine(predictor, slots=6, chunk=16)
+    finished = {}
+
+    def step():
+        finished.update(busy.step().finished)
+
     busy.admit("short", short)
-    busy.step()  # the short one's window: it decodes from now on
+    step()  # the short one's window: it decodes from now on
     busy.admit("long", long)
     windows = []
     while busy.series["long"].state == "prefill":
-        busy.step()
+        step()
         windows.append(busy.series["long"].windows[0].done if busy.series["long"].windows else 60)
     assert windows == [16, 32, 48, 60]  # at most one chunk of 16 per step beside the decoding row
-    done = _run_engine(busy, [])
-    for forecast in (_run_engine(lone, [])["long"], done["long"]):
+    other = _engine_series(conformance_input, 50, 4, 1, seed=9)
+    busy.admit("long again", long)
+    busy.admit("other", other)
+
+    def prefilled() -> int:  # context tokens prefilled so far, both newcomers together
+        return sum(
+            busy.series[key].windows[0].done if busy.series[key].state == "prefill" else size
+            for key, size in (("long again", 60), ("other", 50))
+        )
+
+    per_step = []
+    while prefilled() < 110:
+        before = prefilled()
+        step()
+        per_step.append(prefilled() - before)
+    assert per_step == [16] * 6 + [14]  # 16 tokens a step in all, not 16 each
+    done = {**finished, **_run_engine(busy, [])}
+    for forecast in (_run_engine(lone, [])["long"], done["long"], done["long again"]):
         assert np.array_equal(forecast.samples, long_alone.samples)
+    assert np.array_equal(done["other"].samples, predictor.forecast([other])[0].samples)
     assert np.array_equal(done["short"].samples, predictor.forecast([short])[0].samples)
