@@ -5,10 +5,12 @@ series whenever it likes and calls ``step()`` in a loop; each step
 
 1. drops the series whose ``cancel`` event is set;
 2. feeds every decoding row its newest token (one batched step over the packed slab rows);
-3. runs prefill chunks, least recently served first (round-robin), within the step's budget: while
-   any row decodes (its next token waits for this step) at most ``chunk`` tokens in all, so prefills
-   never hold the others' next token for more than one chunk's time; while no row decodes nobody waits for a token, and the budget is
-   ``idle_chunk`` (default: the whole window), so a lone long forecast pays no chunking overhead;
+3. runs prefill chunks, least recently served first (round-robin), within the step's budget: with
+   other series in the engine (each waits for this step for its next token, whether it decodes or
+   recomputes a sliding window) at most ``chunk`` tokens in all, so prefills never hold the others'
+   next token for more than one chunk's time; a series alone in the engine has nobody to hold up, and
+   its budget is ``idle_chunk`` (default: the whole window), so a lone long forecast pays no chunking
+   overhead;
 4. samples the next (s1, s2) of every row that has a fresh hidden state, with each series' own
    generator, and hands over the series that are done.
 
@@ -124,6 +126,7 @@ class DecodeEngine:
         self.series: dict[Hashable, _Series] = {}
         self._order = itertools.count()
         self.steps = 0
+        self._net: InferenceWeights | None = None
 
     # --- what the caller sees -----------------------------------------------------------------
     @property
@@ -167,6 +170,8 @@ class DecodeEngine:
         entry = self.series.pop(key, None)
         if entry is not None:
             self._release(entry)
+        if not self.series:
+            self._net = None  # idle: the next series looks the weights up again
 
     @torch.inference_mode()
     def step(self) -> StepReport:
@@ -206,7 +211,12 @@ class DecodeEngine:
     # --- one step -----------------------------------------------------------------------------
     def _compute(self):
         """The step's arithmetic; changes nothing but slab columns that no row counts yet."""
-        net = InferenceWeights.of(self.model)
+        # The prepared weights are looked up once per busy spell (the lookup walks every parameter:
+        # about 1-2 ms, a tenth of a decode step on a CPU); weights that changed under series in flight
+        # would not match their cached keys/values anyway.
+        if self._net is None:
+            self._net = InferenceWeights.of(self.model)
+        net = self._net
         groups = []  # (series list, row index per series, h_last, s1 logits, dep keys, dep values, mask)
         if self.decoding:
             n = self.decoding
@@ -251,8 +261,8 @@ class DecodeEngine:
 
     def _prefill(self, net: InferenceWeights) -> dict[_Window, tuple[int, Tensor | None]]:
         """Run prefill chunks, least recently served first, up to the step's budget of tokens: ``chunk``
-        while rows decode, else ``idle_chunk``."""
-        budget = self.chunk if self.decoding else self.idle_chunk
+        with several series in the engine, ``idle_chunk`` for a series alone."""
+        budget = self.idle_chunk if len(self.series) == 1 else self.chunk
         waiting = [
             (w.served, entry.order, w.path, w, entry)
             for entry in self.series.values()

@@ -130,9 +130,9 @@ class Settings(BaseSettings):
     prefill_chunk: int = Field(
         0,
         ge=0,
-        description="step batching: most prefill tokens run per decode step while any series decodes (a longer "
-        "context is prefilled over several steps; with none decoding a step runs up to a whole window); 0 = auto "
-        "(128 on cpu, 512 on a GPU)",
+        description="step batching: most prefill tokens run per decode step beside other series (a longer context "
+        "is prefilled over several steps; a series alone runs up to a whole window per step); 0 = auto (128 on "
+        "cpu, 512 on a GPU)",
     )
 
     # --- access -----------------------------------------------------------------------------

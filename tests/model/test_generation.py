@@ -290,11 +290,12 @@ def test_a_failed_step_changes_nothing_so_evicting_the_newest_and_stepping_again
         assert np.array_equal(done[i].samples, predictor.forecast([s])[0].samples), f"series {i}"
 
 
-def test_a_prefill_runs_whole_when_no_row_decodes_and_in_chunks_beside_decoding_rows(
+def test_a_prefill_runs_whole_for_a_series_alone_and_in_chunks_beside_others(
     make_predictor, conformance_input
 ):
-    """Nobody waits for a token while no row decodes, so a lone window is prefilled in one step; beside
-    a decoding row it goes in chunks. The chunk boundaries change with the load, the numbers do not."""
+    """A series alone holds nobody up, so its window is prefilled in one step; beside others (decoding
+    or prefilling: each waits for the step) it goes in chunks. The chunk boundaries change with the
+    load, the numbers do not."""
     from model.engine import DecodeEngine
 
     predictor = make_predictor(max_context=64)
@@ -306,6 +307,14 @@ def test_a_prefill_runs_whole_when_no_row_decodes_and_in_chunks_beside_decoding_
     lone.admit("long", long)
     lone.step()
     assert lone.series["long"].state == "decode"  # its 60-token window ran in the first step
+
+    pair = DecodeEngine(predictor, slots=6, chunk=16)  # two prefills, nobody decoding yet: still chunks
+    pair.admit("long", long)
+    pair.admit("long too", long)
+    pair.step()
+    assert [pair.series[key].windows[0].done for key in ("long", "long too")] == [16, 0]
+    for forecast in _run_engine(pair, []).values():
+        assert np.array_equal(forecast.samples, long_alone.samples)
 
     busy = DecodeEngine(predictor, slots=6, chunk=16)
     finished = {}
