@@ -45,9 +45,7 @@ def _series(frame: pd.DataFrame, index: int, lookback: int, pred_len: int) -> Se
     start = 50 + index * 97 % (len(frame) - lookback - 100)
     window = frame.iloc[start : start + lookback]
     future = pd.date_range(window.index[-1] + pd.Timedelta(hours=1), periods=pred_len, freq="h")
-    return SeriesInput(
-        window[["open", "high", "low", "close", "volume"]].to_numpy(), window.index, future, seed=index
-    )
+    return SeriesInput(window[["open", "high", "low", "close", "volume"]].to_numpy(), window.index, future, seed=index)
 
 
 def _median_ms(fn, reps: int) -> float:

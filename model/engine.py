@@ -23,6 +23,13 @@ row does not depend on the other rows in the call, and the row-wise products giv
 bits in any batch (pinned by the tests). So its forecast is what it gets alone whoever joins or
 leaves beside it.
 
+``SeriesInput.window == "rolling"`` (opt-in, never the default) skips the recomputation: once the
+window is full, each new token's keys/values overwrite the oldest ones in the series' cache rows (a
+ring, sliding-window attention as Mistral-style models use) and decoding goes on one token per step.
+The retained tokens keep the states they were computed with, which saw context older than the
+window, so a rolling forecast is not the reference's once the window slides (it is until then); it is
+still a function of the series alone, exact whoever runs beside it.
+
 A step that raises (e.g. out of memory) leaves the engine as it was before the step (generator
 states are restored, no token is committed), so the caller can remove a series and step again.
 """
@@ -70,6 +77,7 @@ class _Series:
     tok1: Tensor  # (paths, n + pred_len)
     tok2: Tensor
     cur: int  # tokens so far (input + generated), the same for every path
+    rolling: bool = False  # window="rolling": past the window, drop the oldest key/value, never recompute
     state: str = PREFILL
     slots: list[int] = field(default_factory=list)  # decode rows, in path order
     windows: list[_Window] = field(default_factory=list)
@@ -159,7 +167,8 @@ class DecodeEngine:
         tok1 = torch.zeros(paths, n + job.pred_len, dtype=torch.long, device=self.device)
         tok2 = torch.zeros_like(tok1)
         tok1[:, :n], tok2[:, :n] = s1.to(self.device), s2.to(self.device)
-        entry = _Series(key, next(self._order), series, job, features, seed, tok1, tok2, cur=n)
+        rolling = series.window == "rolling"
+        entry = _Series(key, next(self._order), series, job, features, seed, tok1, tok2, cur=n, rolling=rolling)
         job.stamps = stamps.to(self.device)
         width = min(n, self.window)
         entry.windows = [_Window(self._take_free(entry), 0, n - width, width)]
@@ -298,9 +307,9 @@ class DecodeEngine:
     # --- bookkeeping --------------------------------------------------------------------------
     def _advance(self, entry: _Series) -> None:
         """After a token: move the series to its next state; a decode row gets the token to feed."""
-        if entry.state == PREFILL and entry.cur <= self.window:
-            self._to_decode(entry)  # its whole context fits: cache it and feed one token per step
-        elif entry.cur > self.window:
+        if entry.state == PREFILL and (entry.cur <= self.window or entry.rolling):
+            self._to_decode(entry)  # its whole context fits (or it rolls): cache it, feed one token per step
+        elif entry.cur > self.window and not entry.rolling:
             self._to_window(entry)  # the window slides: recompute it for the next token
         if entry.state == DECODE:
             col = entry.cur - 1
@@ -323,6 +332,7 @@ class DecodeEngine:
                 self._free(t)
         for t in targets:
             self.slab.load(t, saved)
+            self.slab.rolling[t] = entry.rolling
             self.owner[t] = entry
         self.decoding += entry.paths
         entry.slots, entry.state = targets, DECODE
@@ -373,6 +383,7 @@ class DecodeEngine:
     def _free(self, slot: int) -> None:
         self.owner[slot] = None
         self.slab.lengths[slot] = 0
+        self.slab.rolling[slot] = False
 
     def _forecast(self, entry: _Series) -> Forecast:
         """Decode the series alone (so its numbers never depend on its batch mates)."""

@@ -214,7 +214,7 @@ class InferenceWeights:
         for i, blk in enumerate(self.blocks):
             qkv = _linear(_rms(x, blk.eps1), blk.qkv, blk.qkv_bias).view(r, 3, self.n_heads, self.head_dim)
             if cos_sin is None or not self.shared_rotary:
-                cos, sin = blk.rotary.at(step.positions, step.used)  # (R, 1, 1, hd)
+                cos, sin = blk.rotary.at(step.positions, step.end)  # (R, 1, 1, hd)
                 cos_sin = (cos, sin)
             qk = apply_rotary(qkv[:, :2], *cos_sin)  # (R, 2, H, hd)
             keys, values, mask = cache.layers[i].append(qk[:, 1].unsqueeze(2), qkv[:, 2].unsqueeze(2))

@@ -45,23 +45,33 @@ class LayerCache:
 
 
 class _Step:
-    """What every layer needs to know about the current decode step (computed once per step)."""
+    """What every layer needs to know about the current decode step (computed once per step).
 
-    def __init__(self, lengths: np.ndarray, device: torch.device):
-        self.used = int(lengths.max()) + 1
+    A row's token goes to rotary position ``lengths[row]``. With ``width`` given, a row whose length
+    reached it is a ring (a rolling window, see ``model.engine``): its token overwrites its oldest
+    column (``lengths[row] % width``) and it attends over all ``width`` columns. Attention does not
+    care about the order of the columns: each key carries its position in its rotation.
+    """
+
+    def __init__(self, lengths: np.ndarray, device: torch.device, width: int | None = None):
+        lengths = np.asarray(lengths)
+        write, valid = lengths, lengths + 1
+        if width is not None and (lengths >= width).any():
+            write, valid = lengths % width, np.minimum(lengths + 1, width)
+        self.used = int(valid.max())  # columns to attend over
+        self.end = int(lengths.max()) + 1  # rotary positions below this
         self.positions = torch.tensor(lengths, device=device).unsqueeze(1)
-        if (lengths == lengths[0]).all():
-            # Every row writes the same column: a plain slice write and no mask.
-            self.uniform: int | None = int(lengths[0])
+        if (write == write[0]).all() and (valid == valid[0]).all():
+            # Every row writes the same column and sees as many: a plain slice write and no mask.
+            self.uniform: int | None = int(write[0])
             self.mask = None
             self.rows = self.write = None
         else:
             self.uniform = None
-            write = self.positions[:, 0]
-            self.write = write
+            self.write = torch.tensor(write, device=device)
             self.rows = torch.arange(len(lengths), device=device)
             cols = torch.arange(self.used, device=device)
-            self.mask = (cols[None, :] <= write[:, None])[:, None, None, :]
+            self.mask = (cols[None, :] < torch.tensor(valid, device=device)[:, None])[:, None, None, :]
 
 
 class KVCache:
@@ -119,7 +129,7 @@ class _SlabRows:
     """The first ``rows`` slots of a slab, with the interface a decode step needs (``step``, ``layers``, ``dep``)."""
 
     def __init__(self, slab: KVSlab, rows: int):
-        self.step = _Step(slab.lengths[:rows], slab.device)
+        self.step = _Step(slab.lengths[:rows], slab.device, width=slab.width)
         self.layers = [_SlabLayer(self, k[:rows], v[:rows]) for k, v in zip(slab.k, slab.v)]
         self.dep = _SlabLayer(self, slab.dep_k[:rows], slab.dep_v[:rows])
 
@@ -153,6 +163,8 @@ class KVSlab:
         self.dep_k = torch.zeros(slots, dep[0], width, dep[1], dtype=dtype, device=self.device)
         self.dep_v = torch.zeros_like(self.dep_k)
         self.lengths = np.zeros(slots, dtype=np.int64)
+        # Rows that roll: past ``width`` tokens each new one overwrites the oldest (see ``_Step``).
+        self.rolling = np.zeros(slots, dtype=bool)
 
     @property
     def nbytes(self) -> int:
@@ -164,17 +176,19 @@ class KVSlab:
 
     def rows(self, n: int) -> _SlabRows:
         """The first n slots as a decode step's cache (each row writes its token at column lengths[row])."""
-        if n and int(self.lengths[:n].max()) >= self.width:
+        if n and (self.lengths[:n] >= self.width)[~self.rolling[:n]].any():
             raise RuntimeError("KV slab row is full")
         return _SlabRows(self, n)
 
     def move(self, source: int, target: int, length: int | None = None) -> None:
         """Copy a slot's first ``length`` (default: its length) columns to another slot."""
         n = int(self.lengths[source]) if length is None else length
+        columns = min(n, self.width)  # a ring's length counts past its width
         for tensors in (self.k, self.v, [self.dep_k], [self.dep_v]):
             for t in tensors:
-                t[target, :, :n] = t[source, :, :n]
+                t[target, :, :columns] = t[source, :, :columns]
         self.lengths[target] = n
+        self.rolling[target] = self.rolling[source]
 
     def save(self, slot: int, length: int) -> list[Tensor]:
         """A copy of a slot's first ``length`` columns (``load`` puts it in any slot)."""

@@ -26,6 +26,7 @@ from .tokenizer import KronosTokenizer
 PRICE_COLUMNS = ("open", "high", "low", "close")
 FEATURE_COLUMNS = (*PRICE_COLUMNS, "volume", "amount")
 MIN_ROWS = 2
+WINDOWS = ("exact", "rolling")  # SeriesInput.window
 # Drawn seeds stay below 2^53, the integers a JavaScript number (a float64) holds exactly, so a seed
 # read from a JSON answer by a browser or jq and sent back reproduces the forecast.
 SEED_BITS = 53
@@ -130,6 +131,10 @@ class SeriesInput:
     clean: bool = False
     # Set it (from any thread) to abandon this series mid-decode; forecast() then returns None for it.
     cancel: threading.Event | None = None
+    # "exact" (the reference): once input + forecast outgrow max_context, every token recomputes the
+    # window. "rolling": keep the cache and drop the oldest key/value per token instead (sliding-window
+    # attention; much faster for long forecasts, not equal to the reference once the window slides).
+    window: str = "exact"
 
     @property
     def pred_len(self) -> int:
@@ -204,6 +209,10 @@ class KronosPredictor:
         if not series:
             raise InputError("no series given")
         prepared = [self._prepare(i, s) for i, s in enumerate(series)]
+        if any(s.window == "rolling" for s in series):
+            if not fast:
+                raise InputError("window='rolling' has no recompute oracle: it needs the cached path (fast=True)")
+            return self._forecast_stepwise(series, on_done)
         results: list[Forecast | None] = [None] * len(series)
 
         def finish(done: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
@@ -230,6 +239,27 @@ class KronosPredictor:
                 finish([(i, *generated[i]) for i in rest])
         return results
 
+    def _forecast_stepwise(
+        self, series: Sequence[SeriesInput], on_done: Callable[[int, Forecast], None] | None
+    ) -> list[Forecast | None]:
+        """The series through a private step-level engine (the one path with rolling windows); a
+        series that is not rolling gets there exactly what the batched loop gives it."""
+        from .engine import DecodeEngine  # the engine builds on this module
+
+        engine = DecodeEngine(self, slots=sum(s.sample_count for s in series), chunk=self.max_context)
+        for i, s in enumerate(series):
+            engine.admit(i, s)
+        results: list[Forecast | None] = [None] * len(series)
+        while not engine.idle:
+            report = engine.step()
+            for _, exc in report.failed:
+                raise exc
+            for i, forecast in report.finished:
+                results[i] = forecast
+                if on_done is not None:
+                    on_done(i, forecast)
+        return results
+
     def _prepare(self, index: int, s: SeriesInput) -> tuple[np.ndarray, torch.Tensor, int]:
         name = f"series[{index}]" if index else "candles"
         x = complete_features(s.candles, name)
@@ -242,6 +272,8 @@ class KronosPredictor:
         if isinstance(s.sample_count, bool) or not isinstance(s.sample_count, (int, np.integer)) or s.sample_count < 1:
             raise InputError(f"{name}: sample_count must be an integer >= 1, got {s.sample_count!r}")
         SamplingParams(s.temperature, s.top_k, s.top_p)
+        if s.window not in WINDOWS:
+            raise InputError(f"{name}: window must be one of {', '.join(WINDOWS)}, got {s.window!r}")
         x_ts = as_timestamps(s.timestamps, f"{name}: x_timestamp", len(x))
         y_ts = as_timestamps(s.future_timestamps, f"{name}: y_timestamp", s.pred_len)
         if y_ts[0] <= x_ts[-1]:
@@ -307,15 +339,17 @@ class KronosPredictor:
         seed: int | None = None,
         *,
         clean: bool = False,
+        window: str = "exact",
     ) -> pd.DataFrame:
         """Forecast pred_len candles after df; a DataFrame indexed by y_timestamp.
 
         ``clean=True``: every sample path's candles are repaired to be valid (so the mean is) and the
         columns df lacks (volume, amount) are left out, instead of the reference's numbers.
+        ``window="rolling"``: see ``SeriesInput.window`` (faster once the window slides; not the reference's).
         ``model.future_timestamps(x_timestamp, pred_len)`` makes a y_timestamp on df's own calendar.
         """
         series = self._frame_input(df, x_timestamp, y_timestamp, pred_len, T, top_k, top_p, sample_count, seed)
-        series.clean = clean
+        series.clean, series.window = clean, window
         (forecast,) = self.forecast([series])
         return forecast.to_frame()
 
@@ -333,11 +367,12 @@ class KronosPredictor:
         seed: int | None = None,
         *,
         clean: bool = False,
+        window: str = "exact",
     ) -> list[pd.DataFrame]:
         """Forecast several series in one batch; unlike the reference, lengths and pred_len may differ.
 
         With a seed, series i uses seed + i, so each answer is the one ``predict`` gives with that seed.
-        ``clean`` as in ``predict``.
+        ``clean`` and ``window`` as in ``predict``.
         """
         if not isinstance(df_list, (list, tuple)) or not df_list:
             raise InputError("df_list must be a non-empty list of DataFrames")
@@ -355,7 +390,7 @@ class KronosPredictor:
             for i, (df, xs, ys, p) in enumerate(zip(df_list, x_timestamp_list, y_timestamp_list, pred_lens))
         ]
         for series in inputs:
-            series.clean = clean
+            series.clean, series.window = clean, window
         return [f.to_frame() for f in self.forecast(inputs)]
 
     @staticmethod

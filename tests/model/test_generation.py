@@ -290,9 +290,7 @@ def test_a_failed_step_changes_nothing_so_evicting_the_newest_and_stepping_again
         assert np.array_equal(done[i].samples, predictor.forecast([s])[0].samples), f"series {i}"
 
 
-def test_a_prefill_runs_whole_for_a_series_alone_and_in_chunks_beside_others(
-    make_predictor, conformance_input
-):
+def test_a_prefill_runs_whole_for_a_series_alone_and_in_chunks_beside_others(make_predictor, conformance_input):
     """A series alone holds nobody up, so its window is prefilled in one step; beside others (decoding
     or prefilling: each waits for the step) it goes in chunks. The chunk boundaries change with the
     load, the numbers do not."""
@@ -351,3 +349,111 @@ def test_a_prefill_runs_whole_for_a_series_alone_and_in_chunks_beside_others(
         assert np.array_equal(forecast.samples, long_alone.samples)
     assert np.array_equal(done["other"].samples, predictor.forecast([other])[0].samples)
     assert np.array_equal(done["short"].samples, predictor.forecast([short])[0].samples)
+
+
+# --- window="rolling": sliding-window attention instead of recomputing the window ---------------------
+
+
+def _greedy_sliding_window_oracle(predictor, series, window, monkeypatch):
+    """The forecast of sliding-window attention computed the slow way: the whole sequence (the input's
+    last ``window`` tokens, then each new token) through the plain modules with a band mask (token i
+    sees tokens i-window+1 .. i), greedy (top_k=1) so no draw is involved."""
+    import torch.nn.functional as F
+
+    from model.pipeline import finish_forecast
+
+    model = predictor.model
+    features, stamps, seed = predictor._prepare(0, series)
+    with torch.inference_mode():
+        ((s1, s2),) = predictor._encode([features])
+    start = max(0, len(s1) - window)
+    t1, t2, stamps = s1[start:].clone(), s2[start:].clone(), stamps[start:]
+    real = F.scaled_dot_product_attention
+
+    def banded(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):
+        if is_causal:
+            i = torch.arange(q.shape[2])
+            attn_mask = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - window)
+        return real(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, **kwargs)
+
+    with monkeypatch.context() as patch, torch.inference_mode():
+        patch.setattr(F, "scaled_dot_product_attention", banded)
+        for _ in range(series.pred_len):
+            n = len(t1)
+            _, h = model.decode_s1(t1[None], t2[None], stamps[None, :n])
+            h_last = h[:, -1]
+            next_s1 = model.head.proj_s1(h_last).argmax(-1)
+            keys, values = model.dep_layer.cross_attn.keys_values(h[:, -window:])
+            next_s2 = model.s2_logits_last(h_last, next_s1, keys, values).argmax(-1)
+            t1, t2 = torch.cat((t1, next_s1)), torch.cat((t2, next_s2))
+    job = SeriesTokens(s1, s2, stamps, series.pred_len, 1, SamplingParams(top_k=1), None)
+    generated = (t1[None, -series.pred_len :], t2[None, -series.pred_len :])
+    with torch.inference_mode():
+        (paths,) = predictor._decode([job], [generated])
+    return finish_forecast(series, features, paths, seed)
+
+
+@pytest.mark.parametrize("length,pred_len", [(20, 30), (60, 25)], ids=["fills-then-rolls", "input-outgrows-window"])
+def test_a_rolling_forecast_is_sliding_window_attention(
+    make_predictor, conformance_input, monkeypatch, length, pred_len
+):
+    """window="rolling" keeps the cache and drops the oldest key/value per token: exactly a transformer
+    whose tokens see the last max_context tokens (a band mask), and what exact gives until it slides."""
+    import dataclasses
+
+    predictor = make_predictor(max_context=32)
+    exact = _engine_series(conformance_input, length, pred_len, 1, seed=3, top_k=1)
+    rolling = dataclasses.replace(exact, window="rolling")
+    (got,) = predictor.forecast([rolling])
+    want = _greedy_sliding_window_oracle(predictor, rolling, 32, monkeypatch)
+    np.testing.assert_allclose(got.samples, want.samples, rtol=1e-6)
+    (reference,) = predictor.forecast([exact])
+    fits = max(0, 32 - length)  # tokens generated before the window first slides
+    assert fits == 0 or np.array_equal(got.samples[:, :fits], reference.samples[:, :fits])
+    assert not np.allclose(got.samples, reference.samples)  # it is not the reference's once it slides
+
+
+def test_a_rolling_series_decodes_a_token_per_step_and_keeps_its_numbers_beside_others(
+    make_predictor, conformance_input
+):
+    """No recomputation: past the window a rolling series still gets a token at every step; and like an
+    exact one its forecast is bit-for-bit what it gets alone, whoever joins or leaves beside it."""
+    import dataclasses
+
+    from model.engine import DecodeEngine
+
+    predictor = make_predictor(max_context=48)
+    rolling = [
+        dataclasses.replace(_engine_series(conformance_input, n, p, s, seed=40 + i, **kw), window="rolling")
+        for i, (n, p, s, kw) in enumerate(ENGINE_SPECS)
+    ]
+    lone = DecodeEngine(predictor, slots=4, chunk=16)
+    lone.admit("r", rolling[4])  # 80 rows: its window is the last 48, prefilled in the first step
+    steps = 0
+    while not lone.idle:
+        lone.step()
+        steps += 1
+    assert steps == rolling[4].pred_len  # one step per token: the window is never recomputed
+    assert lone.decoding == 0 and not lone.slab.rolling.any()
+
+    exact = [
+        _engine_series(conformance_input, n, p, s, seed=10 + i, **kw) for i, (n, p, s, kw) in enumerate(ENGINE_SPECS)
+    ]
+    engine = DecodeEngine(predictor, slots=20, chunk=16)
+    arrivals = [(2 * i, ("rolling", i), s) for i, s in enumerate(rolling)] + [
+        (2 * i + 1, ("exact", i), s) for i, s in enumerate(exact)
+    ]
+    together = _run_engine(engine, arrivals)
+    for (kind, i), forecast in together.items():
+        (alone,) = predictor.forecast([(rolling if kind == "rolling" else exact)[i]])
+        assert np.array_equal(forecast.samples, alone.samples), (kind, i)
+
+
+def test_window_must_be_exact_or_rolling(make_predictor, conformance_input):
+    import dataclasses
+
+    from model.errors import InputError
+
+    series = dataclasses.replace(_engine_series(conformance_input, 20, 5, 1, seed=1), window="sliding")
+    with pytest.raises(InputError, match="window must be one of exact, rolling"):
+        make_predictor().forecast([series])

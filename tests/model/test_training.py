@@ -88,12 +88,22 @@ def test_same_seed_same_weights_and_resume_matches(series, tmp_path):
     )
 
     def run(out, resume=False, steps=None):
-        s = settings if steps is None else dataclasses.replace(
-            settings, tokenizer=dataclasses.replace(settings.tokenizer, steps=steps)
+        s = (
+            settings
+            if steps is None
+            else dataclasses.replace(settings, tokenizer=dataclasses.replace(settings.tokenizer, steps=steps))
         )
         model, tokenizer = new_pair(TINY.predictor, TINY.tokenizer, seed=0)
-        return train(series, out, s, model=model, tokenizer=tokenizer, state_dir=tmp_path / "state",
-                     resume=resume, keep_state=True)
+        return train(
+            series,
+            out,
+            s,
+            model=model,
+            tokenizer=tokenizer,
+            state_dir=tmp_path / "state",
+            resume=resume,
+            keep_state=True,
+        )
 
     run(tmp_path / "a")
     run(tmp_path / "b")
@@ -138,12 +148,29 @@ def test_finetune_from_public_conformance_checkpoint(conformance_dir, tmp_path, 
     goog.iloc[-600:].reset_index(names="date").to_csv(csv, index=False)
     before = {name: read_tensors(conformance_dir / name) for name in ("predictor", "tokenizer")}
     out = tmp_path / "finetuned"
-    code = main([
-        str(csv), "--from", str(conformance_dir / "predictor"), "--from-tokenizer", str(conformance_dir / "tokenizer"),
-        "--out", str(out), "--size", "tiny", "--tokenizer-steps", "15", "--predictor-steps", "25", "--no-progress",
-        # Far above the fine-tuning defaults (2e-4, 4e-5), so that 25 steps visibly move the loss.
-        "--tokenizer-lr", "5e-3", "--predictor-lr", "5e-3",
-    ])
+    code = main(
+        [
+            str(csv),
+            "--from",
+            str(conformance_dir / "predictor"),
+            "--from-tokenizer",
+            str(conformance_dir / "tokenizer"),
+            "--out",
+            str(out),
+            "--size",
+            "tiny",
+            "--tokenizer-steps",
+            "15",
+            "--predictor-steps",
+            "25",
+            "--no-progress",
+            # Far above the fine-tuning defaults (2e-4, 4e-5), so that 25 steps visibly move the loss.
+            "--tokenizer-lr",
+            "5e-3",
+            "--predictor-lr",
+            "5e-3",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     tokenizer_stage, predictor_stage = summary["stages"]

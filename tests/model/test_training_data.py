@@ -91,8 +91,13 @@ def test_training_windows_stay_out_of_the_held_out_rows():
     # One candle a minute: minute + 60 * hour is the row number, so the stamps say where a window lies.
     n = 100
     frame = pd.DataFrame(
-        {"timestamps": pd.date_range("2024-01-01", periods=n, freq="min"), "open": 1.0, "high": 2.0, "low": 0.5,
-         "close": np.linspace(1, 2, n)}
+        {
+            "timestamps": pd.date_range("2024-01-01", periods=n, freq="min"),
+            "open": 1.0,
+            "high": 2.0,
+            "low": 0.5,
+            "close": np.linspace(1, 2, n),
+        }
     )
     series = series_from_frame(frame, "minutes")
     assert series.split(0.15) == 85
