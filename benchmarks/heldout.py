@@ -20,10 +20,13 @@ sample paths. Scored on the close at every horizon h = 1..pred_len, in % of the 
 - 10-90% coverage: how often the actual close lies in the 10%-90% quantile band (80% is calibrated).
 
 ``--grid T:TOP_P ...`` scores several sampling settings on the same origins (the table the
-service's defaults for ``quantiles`` requests follow). Run::
+service's defaults for ``quantiles`` requests follow). ``--window exact rolling`` with a
+``--max-context`` below lookback + pred_len scores the reference's sliding window against the rolling
+cache (``SeriesInput.window``) on the same origins and seeds. Run::
 
     python benchmarks/forecast_quality.py --heldout                          # the model card's table
     python benchmarks/heldout.py --grid 1.0:1.0 1.0:0.9 1.3:1.0 1.6:1.0      # band calibration
+    python benchmarks/heldout.py --max-context 128 --window exact rolling    # what rolling costs in quality
 """
 
 from __future__ import annotations
@@ -121,7 +124,12 @@ def origins(n: int, lookback: int, pred_len: int, windows: int) -> list[int]:
 
 
 def score_series(
-    predictor: KronosPredictor, s: CandleSeries, temperature: float, top_p: float, args: argparse.Namespace
+    predictor: KronosPredictor,
+    s: CandleSeries,
+    temperature: float,
+    top_p: float,
+    args: argparse.Namespace,
+    window: str = "exact",
 ) -> Tally:
     tally = Tally(args.pred_len)
     ts = origins(len(s), args.lookback, args.pred_len, args.windows)
@@ -136,6 +144,7 @@ def score_series(
                 top_p=top_p,
                 sample_count=args.samples,
                 seed=args.seed + t,
+                window=window,
             )
             for t in chunk
         ]
@@ -157,10 +166,17 @@ def score_series(
     return tally
 
 
-def evaluate(predictor: KronosPredictor, series: list[CandleSeries], temperature: float, top_p: float, args) -> dict:
+def evaluate(
+    predictor: KronosPredictor,
+    series: list[CandleSeries],
+    temperature: float,
+    top_p: float,
+    args,
+    window: str = "exact",
+) -> dict:
     pooled, rows = Tally(args.pred_len), {}
     for s in series:
-        tally = score_series(predictor, s, temperature, top_p, args)
+        tally = score_series(predictor, s, temperature, top_p, args, window)
         rows[Path(s.name).stem] = tally.summary()
         pooled.extend(tally)
     rows["all"] = pooled.summary()
@@ -191,15 +207,17 @@ def markdown(rows: dict) -> str:
 
 def grid_markdown(grid: dict) -> str:
     lines = [
-        "| T | top_p | MAE / last | CRPS % kronos | CRPS % last | 10-90% cov. kronos | cov. at h=1 | cov. at h=20 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| T | top_p | window | MAE / last | CRPS % kronos | CRPS % last | 10-90% cov. kronos | cov. at h=1 "
+        "| cov. at last h |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, rows in grid.items():
         r = rows["all"]
-        t, p = key.split(":")
+        t, p, window = (key.split(":") + ["exact"])[:3]
         by_h = r["coverage_kronos_by_h"]
         lines.append(
-            f"| {t} | {p} | {r['mae_ratio_last']:.3f} | {r['crps_pct_kronos']:.2f} | {r['crps_pct_last']:.2f} | "
+            f"| {t} | {p} | {window} | {r['mae_ratio_last']:.3f} | {r['crps_pct_kronos']:.2f} | "
+            f"{r['crps_pct_last']:.2f} | "
             f"{_pct(r['coverage_kronos'])} | {_pct(by_h[0])} | {_pct(by_h[-1])} |"
         )
     return "\n".join(lines)
@@ -218,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--grid", nargs="+", default=None, metavar="T:TOP_P", help="score several settings")
     parser.add_argument("--chunk", type=int, default=20, help="forecasts per batch")
+    parser.add_argument(
+        "--max-context", type=int, default=None, help="the predictor's window (default: lookback + pred_len, no slide)"
+    )
+    parser.add_argument(
+        "--window",
+        nargs="+",
+        default=["exact"],
+        choices=["exact", "rolling"],
+        help="exact and/or rolling (same origins)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -231,23 +259,30 @@ def main(argv: list[str] | None = None) -> int:
     series = [load_csv(p) for p in args.csv] if args.csv else heldout_series()
     model = Kronos.from_pretrained(args.model)
     tokenizer = KronosTokenizer.from_pretrained(args.tokenizer or Path(args.model) / "tokenizer")
-    predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=args.lookback + args.pred_len)
+    context = args.max_context or args.lookback + args.pred_len
+    predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=context)
     began = time.perf_counter()
     settings = [tuple(map(float, g.split(":"))) for g in args.grid] if args.grid else [(args.temperature, args.top_p)]
-    grid = {}
+    grid, seconds = {}, {}
     for t, p in settings:
-        grid[f"{t:g}:{p:g}"] = evaluate(predictor, series, t, p, args)
-        print(f"T {t:g}, top_p {p:g}: done at {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+        for window in args.window:
+            key = f"{t:g}:{p:g}" + ("" if window == "exact" else f":{window}")
+            started = time.perf_counter()
+            grid[key] = evaluate(predictor, series, t, p, args, window)
+            seconds[key] = time.perf_counter() - started
+            print(f"T {t:g}, top_p {p:g}, window {window}: {seconds[key]:.0f} s", file=sys.stderr, flush=True)
     results = {"settings": {k: v for k, v in vars(args).items() if k not in ("csv", "json")}, "grid": grid}
     results["seconds"] = time.perf_counter() - began
+    results["seconds_by_setting"] = seconds
     for key, rows in grid.items():
-        t, p = key.split(":")
-        print(f"T {t}, top_p {p}:\n{markdown(rows)}\n")
+        t, p, window = (key.split(":") + ["exact"])[:3]
+        print(f"T {t}, top_p {p}, window {window} ({seconds[key]:.0f} s):\n{markdown(rows)}\n")
     if len(grid) > 1:
         print(grid_markdown(grid) + "\n")
     names = ", ".join(Path(s.name).stem for s in series)
     print(
-        f"({results['seconds']:.0f} s; {names}; lookback {args.lookback}, pred_len {args.pred_len}, "
+        f"({results['seconds']:.0f} s; {names}; max_context {context}; lookback {args.lookback}, "
+        f"pred_len {args.pred_len}, "
         f"{args.samples} paths, {args.windows} windows per series, seed {args.seed})"
     )
     if args.json:

@@ -318,6 +318,23 @@ def mixed_table(cases: list[Case]) -> str:
     return "\n".join(lines)
 
 
+def ceiling_lines() -> list[str]:
+    """benchmarks/ceiling.py's bound for 100/20 at 8 and 32 clients, with this script's model shape."""
+    import torch
+    from ceiling import measure, report
+
+    from model.pipeline import KronosPredictor
+    from model.synthetic import random_pair
+
+    model, tokenizer = random_pair(KRONOS_SMALL, TOKENIZER_BASE, seed=0)
+    predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=512)
+    lookback, pred_len = SIZES["small"]
+    with torch.inference_mode():
+        parts = measure(predictor, lookback, pred_len, [8, 32])
+    del predictor, model, tokenizer
+    return [f"ceiling, {lookback}/{pred_len}: {line}" for line in report(parts, pred_len)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the bundled tiny model, 3-6 s per case")
@@ -329,6 +346,9 @@ def main() -> None:
     parser.add_argument("--small-seconds", type=float, help="seconds per case, lookback 100 (default 20; quick 3)")
     parser.add_argument("--large-seconds", type=float, help="seconds per case, lookback 400 (default 40; quick 6)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the server (default: torch's choice)")
+    parser.add_argument(
+        "--no-ceiling", dest="ceiling", action="store_false", help="skip benchmarks/ceiling.py's in-process bound"
+    )
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
     args.large_clients = [int(n) for n in args.large_clients.split(",")]
@@ -342,6 +362,10 @@ def main() -> None:
     if load > 1.2 and not args.quick:
         print("WARNING: the machine is busy; these timings will not mean much", flush=True)
     started = time.perf_counter()
+    bound = []
+    if args.ceiling and not args.quick:  # what batching can gain here at best, before the servers run
+        bound = ceiling_lines()
+        print("\n".join(bound), flush=True)
     frame = eurusd()
     frames = {size: request_bodies(frame, *shape) for size, shape in SIZES.items()}
     with tempfile.TemporaryDirectory(prefix="kronos-serve-bench-") as tmp:
@@ -361,6 +385,8 @@ def main() -> None:
     print(table(cases))
     print()
     print(mixed_table(cases))
+    if bound:
+        print("\nThe ceiling (benchmarks/ceiling.py, in-process, same run):\n" + "\n".join(bound))
     small = {(c.clients, c.mode): c for c in cases if c.size == "small" and not c.mix}
     large = {(c.clients, c.mode): c for c in cases if c.size == "large" and not c.mix}
     print()

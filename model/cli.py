@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
+        "--window",
+        choices=["exact", "rolling"],
+        default="exact",
+        help="once rows + pred_len outgrow max_context: recompute the window per step (exact, the reference) or "
+        "drop the oldest key/value (rolling: many times faster, not the reference's numbers)",
+    )
+    parser.add_argument(
         "--timestamp-column",
         default=None,
         help="default: the first column whose name mentions time or date; without one, rows are consecutive "
@@ -166,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             sample_count=args.sample_count,
             seed=args.seed,
             clean=not args.no_repair,
+            window=args.window,
         )
         (forecast,) = predictor.forecast([series])
     except (KronosError, OSError, ValueError) as exc:

@@ -307,6 +307,12 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
     notes: list[str] = []
     candles, repaired = _valid_input(candles, request.repair_input, prefix, "data", notes)
     _seed_note(request.seed, notes)
+    if request.window == "rolling":
+        notes.append(
+            "window: rolling: where the rows plus pred_len outgrow the model's context (GET /v1/models: max_context), "
+            "the oldest keys/values are dropped instead of the window being recomputed (faster; not the "
+            "reference's numbers from there on)"
+        )
     if request.timestamps is not None:
         if len(request.timestamps) != len(candles):
             raise InvalidRequest(
@@ -339,6 +345,7 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
         sample_count=request.sample_count,
         seed=request.seed,
         clean=True,
+        window=request.window,
     )
     return PreparedSeries(
         series,

@@ -124,6 +124,12 @@ class SingleRequest(_Strict):
         description="quantile levels over the sample paths, e.g. [0.1, 0.5, 0.9]; needs sample_count >= 2. "
         "Answered as per-column quantiles and as quantiles of close (the band)",
     )
+    window: Literal["exact", "rolling"] = Field(
+        "exact",
+        description="exact: the reference's arithmetic (once the rows plus pred_len outgrow the model's context, "
+        "every step recomputes the window); rolling: keep the cache and drop the oldest key/value per step "
+        "(sliding-window attention): several times faster for such forecasts, not equal to the reference",
+    )
     calibration: CalibrationRequest | None = Field(
         None,
         description="/v1/predict/single only: also return the quantile bands calibrated on this request's own last "

@@ -89,3 +89,17 @@ def test_files_without_timestamps_and_bad_options(tmp_path, goog):
     refused = _run(str(broken), "--pred-len", "2")
     assert refused.returncode == 2 and "row 4 is not a valid candle" in refused.stderr
     assert _run(str(broken), "--pred-len", "2", "--repair-input").returncode == 0
+
+
+def test_a_rolling_window_is_its_own_reproducible_forecast(goog_csv):
+    """--window rolling past --max-context: valid candles on the same calendar, not the exact answer,
+    the same answer again with the same seed."""
+    common = [str(goog_csv), "--pred-len", "10", "--sample-count", "6", "--seed", "2", "--max-context", "64"]
+    exact, rolling, again = _run(*common), _run(*common, "--window", "rolling"), _run(*common, "--window", "rolling")
+    for out in (exact, rolling):
+        assert out.returncode == 0, out.stderr
+    assert rolling.stdout == again.stdout and rolling.stdout != exact.stdout
+    frames = [
+        pd.read_csv(pd.io.common.StringIO(o.stdout), index_col="timestamp", parse_dates=True) for o in (exact, rolling)
+    ]
+    assert frames[0].index.equals(frames[1].index) and _valid(frames[1])

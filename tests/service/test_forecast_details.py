@@ -216,3 +216,29 @@ def test_the_readme_batch_example_is_a_real_forecast(client):
     _all_candles_valid(first)
     _all_candles_valid(second)
     assert first["forecast"][0]["volume"] is None and isinstance(second["forecast"][0]["volume"], float)
+
+
+def test_a_rolling_window_is_opt_in_said_and_reproducible(client):
+    """window="rolling" changes nothing while the rows and pred_len fit the model's context; past it
+    the answer is its own (the oldest keys/values dropped, not the window recomputed); a note says so,
+    and the answer repeats with its seed. Anything else is a 422 naming the field."""
+    goog = _real("GOOG")
+    fits = _body(goog.iloc[-400:], PRICES, pred_len=20, seed=3)  # 420 tokens of 512
+    # The window slides from the first step; 8 paths, so some sampled token surely differs.
+    slides = _body(goog.iloc[-600:], PRICES, pred_len=30, seed=3, sample_count=8)
+    answers = {}
+    for name, body in (("fits", fits), ("slides", slides)):
+        for window in ("exact", "rolling"):
+            response = client.post("/v1/predict/single", json={**body, "window": window})
+            assert response.status_code == 200, response.text
+            answers[name, window] = response.json()
+    assert answers["fits", "rolling"]["forecast"] == answers["fits", "exact"]["forecast"]
+    assert answers["slides", "rolling"]["forecast"] != answers["slides", "exact"]["forecast"]
+    for name in ("fits", "slides"):
+        assert any(note.startswith("window: rolling:") for note in answers[name, "rolling"]["notes"])
+        assert not any("rolling" in note for note in answers[name, "exact"]["notes"])
+    _all_candles_valid(answers["slides", "rolling"])
+    again = client.post("/v1/predict/single", json={**slides, "window": "rolling"}).json()
+    assert again["forecast"] == answers["slides", "rolling"]["forecast"]
+    error = assert_error(client.post("/v1/predict/single", json={**fits, "window": "sliding"}), 422)
+    assert "window" in error["message"]
