@@ -7,8 +7,9 @@ series whenever it likes and calls ``step()`` in a loop; each step
 2. feeds every decoding row its newest token (one batched step over the packed slab rows);
 3. runs prefill chunks, least recently served first (round-robin), within the step's budget: with
    other series in the engine (each waits for this step for its next token, whether it decodes or
-   recomputes a sliding window) at most ``chunk`` tokens in all, so prefills never hold the others'
-   next token for more than one chunk's time; a series alone in the engine has nobody to hold up, and
+   recomputes a sliding window) chunks of at most ``chunk`` tokens, started while fewer than ``chunk``
+   tokens ran, so prefills never hold the others' next token for more than about two chunks' time
+   (a context that fits in one chunk is never split); a series alone in the engine has nobody to hold up, and
    its budget is ``idle_chunk`` (default: the whole window), so a lone long forecast pays no chunking
    overhead;
 4. samples the next (s1, s2) of every row that has a fresh hidden state, with each series' own
@@ -63,7 +64,7 @@ class _Window:
     width: int
     done: int = 0
     h_last: Tensor | None = None
-    served: int = -1  # the step that last ran a chunk of it
+    served: float = -1  # the step that last ran a chunk of it (at admission: half a step before the next)
 
 
 @dataclass(eq=False)
@@ -171,7 +172,7 @@ class DecodeEngine:
         entry = _Series(key, next(self._order), series, job, features, seed, tok1, tok2, cur=n, rolling=rolling)
         job.stamps = stamps.to(self.device)
         width = min(n, self.window)
-        entry.windows = [_Window(self._take_free(entry), 0, n - width, width)]
+        entry.windows = [_Window(self._take_free(entry), 0, n - width, width, served=self.steps - 0.5)]
         self.series[key] = entry
 
     def remove(self, key: Hashable) -> None:
@@ -269,8 +270,10 @@ class DecodeEngine:
         return sampled, progress
 
     def _prefill(self, net: InferenceWeights) -> dict[_Window, tuple[int, Tensor | None]]:
-        """Run prefill chunks, least recently served first, up to the step's budget of tokens: ``chunk``
-        with several series in the engine, ``idle_chunk`` for a series alone."""
+        """Run prefill chunks, least recently served first, while fewer tokens than the step's budget ran:
+        ``chunk`` with several series in the engine, ``idle_chunk`` for a series alone. A window enters
+        the round at its admission, ahead of those served in the step before it (round-robin: a stream
+        of newcomers cannot starve a window that is part way through)."""
         budget = self.idle_chunk if len(self.series) == 1 else self.chunk
         waiting = [
             (w.served, entry.order, w.path, w, entry)
@@ -284,7 +287,7 @@ class DecodeEngine:
         for _, _, _, w, entry in sorted(waiting, key=lambda item: item[:3]):
             if spent >= budget:
                 break
-            size = min(budget - spent, w.width - w.done)
+            size = min(budget, w.width - w.done)
             spent += size
             lo, hi = w.start + w.done, w.start + w.done + size
             stamps = entry.job.stamps[lo:hi].unsqueeze(0)
@@ -342,11 +345,13 @@ class DecodeEngine:
             self._release(entry)
         elif len(entry.windows) == 1 and entry.paths > 1:  # the shared input window splits per path
             for _ in range(entry.paths - 1):
-                entry.windows.append(_Window(self._take_free(entry), 0, 0, 0))
+                entry.windows.append(_Window(self._take_free(entry), 0, 0, 0, served=entry.windows[0].served))
         start = entry.cur - self.window
         entry.windows = [
             _Window(w.slot, path, start, self.window, served=w.served) for path, w in enumerate(entry.windows)
-        ] or [_Window(self._take_free(entry), p, start, self.window) for p in range(entry.paths)]
+        ] or [
+            _Window(self._take_free(entry), p, start, self.window, served=self.steps - 0.5) for p in range(entry.paths)
+        ]
         entry.state = PREFILL
 
     def _release(self, entry: _Series) -> None:

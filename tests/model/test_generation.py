@@ -332,18 +332,22 @@ def test_a_prefill_runs_whole_for_a_series_alone_and_in_chunks_beside_others(mak
     busy.admit("long again", long)
     busy.admit("other", other)
 
-    def prefilled() -> int:  # context tokens prefilled so far, both newcomers together
-        return sum(
-            busy.series[key].windows[0].done if busy.series[key].state == "prefill" else size
-            for key, size in (("long again", 60), ("other", 50))
-        )
+    def prefilled(key: str, size: int) -> int:  # context tokens of a newcomer prefilled so far
+        entry = busy.series[key]
+        return entry.windows[0].done if entry.state == "prefill" else size
 
-    per_step = []
-    while prefilled() < 110:
-        before = prefilled()
+    sizes = {"long again": 60, "other": 50}
+    progress = []  # per step: tokens prefilled for each newcomer
+    while any(prefilled(k, n) < n for k, n in sizes.items()):
+        before = {k: prefilled(k, n) for k, n in sizes.items()}
         step()
-        per_step.append(prefilled() - before)
-    assert per_step == [16] * 6 + [14]  # 16 tokens a step in all, not 16 each
+        progress.append({k: prefilled(k, n) - before[k] for k, n in sizes.items()})
+    totals = [sum(p.values()) for p in progress]
+    assert sum(totals) == 110 and all(16 <= t <= 31 for t in totals[:-1])  # chunks start while < 16 ran
+    for key in sizes:  # round-robin: neither newcomer waits two steps in a row for a chunk
+        served = [p[key] > 0 for p in progress]
+        last = max(i for i, s in enumerate(served) if s)
+        assert all(served[i] or served[i + 1] for i in range(last))
     done = {**finished, **_run_engine(busy, [])}
     for forecast in (_run_engine(lone, [])["long"], done["long"], done["long again"]):
         assert np.array_equal(forecast.samples, long_alone.samples)
