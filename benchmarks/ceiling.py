@@ -14,10 +14,11 @@ The rest is paid once per series however many run beside it:
 - tokenizer decode: the decoder pass over the window that turns tokens back into candles.
 
 With N series decoding together, one series' share of the decode steps is (pred_len - 1) x step(N) / N,
-so the throughput of N clients can reach at most alone / (admit + prefill + decode + (pred_len - 1) x
-step(N) / N) times the unbatched one: the ceiling this script prints, measured side by side in one
-run with the step-level engine (``model.engine.DecodeEngine``) the service runs. HTTP parsing and JSON
-are not counted: they are unshared too, so the real ceiling is lower still.
+so with this engine the throughput of N clients can reach at most alone / (admit + prefill + decode +
+(pred_len - 1) x step(N) / N) times the unbatched one: the ceiling this script prints, measured side
+by side in one run with the step-level engine (``model.engine.DecodeEngine``) the service runs; with
+free decode steps, alone / (admit + prefill + decode) bounds any scheduler that does not also make
+those parts cheaper. HTTP parsing and JSON are not counted: they are unshared too.
 """
 
 from __future__ import annotations
