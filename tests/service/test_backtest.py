@@ -154,7 +154,8 @@ def test_predict_calibrated_on_its_own_last_windows(client):
         ({"data": DATA, "pred_len": 5, "step": 0}, "step", "greater than or equal to 1"),
         ({"data": DATA, "pred_len": 5, "lookback": 1}, "lookback", "greater than or equal to 2"),
         ({"data": DATA, "pred_len": 5, "windows": 0}, "windows", "greater than or equal to 1"),
-        ({"data": DATA, "pred_len": 5, "window": 3}, "window", "Extra inputs"),
+        ({"data": DATA, "pred_len": 5, "windos": 3}, "windos", "Extra inputs"),
+        ({"data": DATA, "pred_len": 5, "window": 3}, "window", "'exact' or 'rolling'"),
         ({"data": DATA, "pred_len": 5, "windows": "3"}, "windows", "integer"),
     ],
 )
