@@ -5,13 +5,13 @@ series whenever it likes and calls ``step()`` in a loop; each step
 
 1. drops the series whose ``cancel`` event is set;
 2. feeds every decoding row its newest token (one batched step over the packed slab rows);
-3. runs prefill chunks, least recently served first (round-robin), within the step's budget: with
+3. runs prefill chunks, least recently served first (round-robin), within the step's budget. With
    other series in the engine (each waits for this step for its next token, whether it decodes or
-   recomputes a sliding window) chunks of at most ``chunk`` tokens, started while fewer than ``chunk``
-   tokens ran, so prefills never hold the others' next token for more than about two chunks' time
-   (a context that fits in one chunk is never split); a series alone in the engine has nobody to hold up, and
-   its budget is ``idle_chunk`` (default: the whole window), so a lone long forecast pays no chunking
-   overhead;
+   recomputes a sliding window): chunks of at most ``chunk`` tokens, started while fewer than
+   ``chunk`` tokens ran, so prefills never hold the others' next token for more than about two
+   chunks' time (a context that fits in one chunk is never split). A series alone in the engine
+   holds nobody up: its budget is ``idle_chunk`` (default: the whole window), so a lone long
+   forecast pays no chunking overhead;
 4. samples the next (s1, s2) of every row that has a fresh hidden state, with each series' own
    generator, and hands over the series that are done.
 
