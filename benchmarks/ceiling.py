@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from decode import eurusd  # noqa: E402 — benchmarks/decode.py: EURUSD candles from the backtesting package
+from decode import eurusd, series_from  # noqa: E402 — benchmarks/decode.py: EURUSD candles, windows of them
 
 from model.engine import DecodeEngine  # noqa: E402
 from model.pipeline import KronosPredictor, SeriesInput  # noqa: E402
@@ -43,10 +43,9 @@ from model.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair  # noqa: E
 
 
 def _series(frame: pd.DataFrame, index: int, lookback: int, pred_len: int) -> SeriesInput:
-    start = 50 + index * 97 % (len(frame) - lookback - 100)
-    window = frame.iloc[start : start + lookback]
-    future = pd.date_range(window.index[-1] + pd.Timedelta(hours=1), periods=pred_len, freq="h")
-    return SeriesInput(window[["open", "high", "low", "close", "volume"]].to_numpy(), window.index, future, seed=index)
+    """The index-th window of real candles (decode.py's ``series_from``), spread over the file."""
+    end = lookback + 50 + index * 97 % (len(frame) - lookback - 100)
+    return series_from(frame, end, lookback, pred_len, sample_count=1, seed=index)
 
 
 def _median_ms(fn, reps: int) -> float:
