@@ -16,7 +16,7 @@ The rest is paid once per series however many run beside it:
 With N series decoding together, one series' share of the decode steps is (pred_len - 1) x step(N) / N,
 so with this engine the throughput of N clients can reach at most alone / (admit + prefill + decode +
 (pred_len - 1) x step(N) / N) times the unbatched one: the ceiling this script prints, measured side
-by side in one run with the step-level engine (``model.engine.DecodeEngine``) the service runs; with
+by side in one run with the step-level engine (``model.decoding.engine.DecodeEngine``) the service runs; with
 free decode steps, alone / (admit + prefill + decode) bounds any scheduler that does not also make
 those parts cheaper. HTTP parsing and JSON are not counted: they are unshared too.
 """
@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from decode import eurusd, series_from  # noqa: E402 — benchmarks/decode.py: EURUSD candles, windows of them
 
-from model.engine import DecodeEngine  # noqa: E402
-from model.pipeline import KronosPredictor, SeriesInput  # noqa: E402
-from model.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair  # noqa: E402
+from model.checkpoints.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair  # noqa: E402
+from model.decoding.engine import DecodeEngine  # noqa: E402
+from model.decoding.pipeline import KronosPredictor, SeriesInput  # noqa: E402
 
 
 def _series(frame: pd.DataFrame, index: int, lookback: int, pred_len: int) -> SeriesInput:

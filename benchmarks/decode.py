@@ -29,8 +29,8 @@ import psutil
 import torch
 
 from model import KronosPredictor, SeriesInput
-from model.config import PredictorConfig, TokenizerConfig
-from model.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
+from model.checkpoints.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
+from model.nn.config import PredictorConfig, TokenizerConfig
 
 
 def eurusd() -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """Is the forecast any good? A Kronos checkpoint against naive baselines on real candles, with raw and
-calibrated band coverage: the same windows and the same metric code (``model/evaluation.py``) as
+calibrated band coverage: the same windows and the same metric code (``model/evaluation/``) as
 ``POST /v1/backtest``.
 
 For every series, window j (j = 0 … windows - 1) has origin ``n - pred_len - j * step``; it forecasts
@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import Kronos, KronosPredictor, KronosTokenizer, SeriesInput  # noqa: E402
-from model.bundled import bundled_model_path  # noqa: E402
+from model.checkpoints.bundled import bundled_model_path  # noqa: E402
 from model.evaluation import backtest_report, backtest_windows, symmetric_pairs  # noqa: E402
 from model.training.data import CandleSeries, backtesting_csv_paths, load_csv, normalize_window  # noqa: E402
 from model.training.losses import tokenizer_losses  # noqa: E402

@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import Kronos, KronosPredictor, KronosTokenizer, SeriesInput  # noqa: E402
-from model.bundled import bundled_model_path  # noqa: E402
+from model.checkpoints.bundled import bundled_model_path  # noqa: E402
 from model.evaluation import crps_from_samples, drift_forecast, last_value_forecast  # noqa: E402
 from model.training.corpus import heldout_series  # noqa: E402
 from model.training.data import CandleSeries, load_csv  # noqa: E402
@@ -56,14 +56,14 @@ METHODS = ("kronos", "last", "drift")
 
 
 def crps_ensemble(members: np.ndarray, actual: float) -> float:
-    """CRPS of an ensemble (m,) for one outcome, by the service's metric code (model/evaluation.py)."""
+    """CRPS of an ensemble (m,) for one outcome, by the service's metric code (model/evaluation/)."""
     return float(crps_from_samples(np.asarray(members, dtype=np.float64)[:, None], np.array([actual]))[0])
 
 
 def baseline_ensembles(closes: np.ndarray, horizon: int) -> dict[str, tuple[float, np.ndarray]]:
     """(point, ensemble) of the last-value and drift baselines at one horizon, from a lookback of closes."""
     last = last_value_forecast(closes, horizon)[-1]
-    drift = drift_forecast(closes, horizon)[-1]  # the same baselines as /v1/backtest (model/evaluation.py)
+    drift = drift_forecast(closes, horizon)[-1]  # the same baselines as /v1/backtest (model/evaluation/)
     # The ensembles: the lookback's own h-step moves around each point (an empirical band; /v1/backtest's
     # band is the log-normal historical-volatility one).
     moves = np.log(closes[horizon:] / closes[:-horizon]) if len(closes) > horizon else np.zeros(1)

@@ -5,7 +5,7 @@
 
 Once input + pred_len outgrow max_context (512), the exact path (the reference's arithmetic)
 recomputes the whole window for every new token; ``window="rolling"`` keeps the cache and drops the
-oldest key/value instead (``model.engine``). Each case runs both on the same real EURUSD hourly
+oldest key/value instead (``model.decoding.engine``). Each case runs both on the same real EURUSD hourly
 candles with the same seed, alternately ``--repeats`` times, and prints the median seconds, the
 speed-up and how many of the forecast's first steps agree (those before the window slides agree
 exactly). What rolling costs in forecast quality is measured on held-out real candles by
@@ -24,10 +24,10 @@ import torch
 from decode import eurusd, series_from
 
 from model import KronosPredictor
-from model.bundled import bundled_model_path, bundled_tokenizer_path
-from model.predictor import Kronos
-from model.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
-from model.tokenizer import KronosTokenizer
+from model.checkpoints.bundled import bundled_model_path, bundled_tokenizer_path
+from model.checkpoints.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
+from model.nn.predictor import Kronos
+from model.nn.tokenizer import KronosTokenizer
 
 CASES = [(400, 120), (512, 60), (512, 120)]  # lookback, pred_len
 QUICK_CASES = [(400, 120), (512, 120)]

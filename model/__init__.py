@@ -3,7 +3,7 @@
 Loads the official checkpoint folders (config.json + model.safetensors) and reproduces the
 reference forecasts, with a KV-cached, batched decoder.
 
-Names are imported on first use, so ``model.errors`` or ``model.bundled`` (what the service's
+Names are imported on first use, so ``model.errors`` or ``model.checkpoints.bundled`` (what the service's
 settings and ``--help`` need) load without torch.
 """
 
@@ -13,20 +13,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {
-    "PredictorConfig": "config",
-    "TokenizerConfig": "config",
+    "PredictorConfig": "nn.config",
+    "TokenizerConfig": "nn.config",
     "CheckpointError": "errors",
     "ConfigError": "errors",
     "DeviceError": "errors",
     "DeviceUnavailableError": "errors",
     "InputError": "errors",
     "KronosError": "errors",
-    "Forecast": "pipeline",
-    "KronosPredictor": "pipeline",
-    "SeriesInput": "pipeline",
-    "Kronos": "predictor",
-    "KronosTokenizer": "tokenizer",
-    "future_timestamps": "calendars",
+    "Forecast": "decoding.forecast",
+    "KronosPredictor": "decoding.pipeline",
+    "SeriesInput": "decoding.forecast",
+    "Kronos": "nn.predictor",
+    "KronosTokenizer": "nn.tokenizer",
+    "future_timestamps": "series.calendars",
 }
 
 __all__ = [
@@ -47,12 +47,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .calendars import future_timestamps
-    from .config import PredictorConfig, TokenizerConfig
+    from .decoding.forecast import Forecast, SeriesInput
+    from .decoding.pipeline import KronosPredictor
     from .errors import CheckpointError, ConfigError, DeviceError, DeviceUnavailableError, InputError, KronosError
-    from .pipeline import Forecast, KronosPredictor, SeriesInput
-    from .predictor import Kronos
-    from .tokenizer import KronosTokenizer
+    from .nn.config import PredictorConfig, TokenizerConfig
+    from .nn.predictor import Kronos
+    from .nn.tokenizer import KronosTokenizer
+    from .series.calendars import future_timestamps
 
 
 def __getattr__(name: str) -> Any:

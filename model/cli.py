@@ -13,7 +13,7 @@ import sys
 
 import pandas as pd
 
-from .bundled import bundled_model_path
+from .checkpoints.bundled import bundled_model_path
 from .errors import InputError, KronosError
 
 FEATURE_COLUMNS = ("open", "high", "low", "close", "volume", "amount")  # pipeline's, without loading torch
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer",
         default=None,
         help="tokenizer folder or hub id (default: MODEL/tokenizer, or the official "
-        "pairing of a hub id: model/hub.py OFFICIAL_MODELS)",
+        "pairing of a hub id: model/checkpoints/hub.py OFFICIAL_MODELS)",
     )
     parser.add_argument("--tokenizer-revision", default=None, help="commit, branch or tag of a hub --tokenizer")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
@@ -117,12 +117,13 @@ def _timestamps(frame: pd.DataFrame, column: str | None) -> pd.DatetimeIndex | N
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from .calendars import future_timestamps, synthetic_timestamps
-    from .candles import RULE, describe_invalid, invalid_rows, repair_candles
-    from .hub import resolve_pair
-    from .pipeline import PRICE_COLUMNS, KronosPredictor, SeriesInput, frame_columns
-    from .predictor import Kronos
-    from .tokenizer import KronosTokenizer
+    from .checkpoints.hub import resolve_pair
+    from .decoding.forecast import PRICE_COLUMNS, SeriesInput, frame_columns
+    from .decoding.pipeline import KronosPredictor
+    from .nn.predictor import Kronos
+    from .nn.tokenizer import KronosTokenizer
+    from .series.calendars import future_timestamps, synthetic_timestamps
+    from .series.candles import RULE, describe_invalid, invalid_rows, repair_candles
 
     def note(text: str) -> None:
         print(f"kronos-forecast: {text}", file=sys.stderr)

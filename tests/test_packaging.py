@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from model.bundled import BUNDLED_DIR
+from model.checkpoints.bundled import BUNDLED_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def test_wheel_contains_bundled_model_and_entry_points(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "kronos-forecast = model.cli:main" in scripts
-    assert "kronos-fetch = model.fetch:main" in scripts
+    assert "kronos-fetch = model.checkpoints.fetch:main" in scripts
     assert not any(n.startswith("tests/") for n in names)
     # The forecast page's files (page, script, style, vendored chart library and its licence, example CSV).
     from services.kronos_fastapi.page import ASSETS

@@ -1,7 +1,8 @@
 """Training and fine-tuning Kronos (``kronos-train``): tokenizer stage, then predictor stage, on OHLCV CSV files."""
 
 from .data import CandleDataError, CandleSeries, load_csv, series_from_frame
-from .trainer import RunResult, StageSettings, TrainSettings, new_pair, train, train_predictor, train_tokenizer
+from .settings import StageSettings, TrainSettings
+from .trainer import RunResult, new_pair, train, train_predictor, train_tokenizer
 
 __all__ = [
     "CandleDataError",

@@ -18,14 +18,15 @@ import sys
 
 import torch
 
+from ..checkpoints.hub import resolve_pair
 from ..errors import KronosError
-from ..hub import resolve_pair
-from ..predictor import Kronos
-from ..tokenizer import KronosTokenizer
+from ..nn.predictor import Kronos
+from ..nn.tokenizer import KronosTokenizer
 from .corpus import training_series
 from .data import load_csv
 from .presets import PRESETS, preset
-from .trainer import STAGES, new_pair, train
+from .settings import STAGES
+from .trainer import new_pair, train
 
 
 def build_parser() -> argparse.ArgumentParser:

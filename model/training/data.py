@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..decoding.forecast import FEATURE_COLUMNS, PRICE_COLUMNS, complete_features, time_features
 from ..errors import InputError
-from ..pipeline import FEATURE_COLUMNS, PRICE_COLUMNS, complete_features, time_features
 
 TIMESTAMP_NAMES = ("timestamps", "timestamp", "datetime", "date", "time")
 _STD_EPS = 1e-5

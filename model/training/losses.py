@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layers import causal_stack
-from ..predictor import Kronos
-from ..tokenizer import KronosTokenizer
+from ..nn.layers import causal_stack
+from ..nn.predictor import Kronos
+from ..nn.tokenizer import KronosTokenizer
 
 _LOG_EPS = 1e-8
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import PredictorConfig, TokenizerConfig
-from .trainer import StageSettings, TrainSettings
+from ..nn.config import PredictorConfig, TokenizerConfig
+from .settings import StageSettings, TrainSettings
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..checkpoint import load_tensors_into, read_tensors
+from ..checkpoints.checkpoint import load_tensors_into, read_tensors
 from ..errors import KronosError
 
 

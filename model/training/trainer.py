@@ -9,94 +9,28 @@ weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import PredictorConfig, TokenizerConfig
 from ..devices import resolve_device
 from ..errors import ConfigError
-from ..predictor import Kronos
-from ..tokenizer import KronosTokenizer
-from .data import CandleSeries, WindowBatch, WindowSampler, heldout_windows
+from ..nn.config import PredictorConfig, TokenizerConfig
+from ..nn.predictor import Kronos
+from ..nn.tokenizer import KronosTokenizer
+from .data import CandleSeries, WindowBatch, WindowSampler
 from .losses import predictor_losses, tokenizer_losses
+from .settings import STAGES, StageResult, StageSettings, TrainSettings
 from .state import StageState
-
-STAGES = ("tokenizer", "predictor")
-
-
-@dataclass
-class StageSettings:
-    """Optimization settings of one stage."""
-
-    steps: int
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 0
-    grad_clip: float = 2.0
-    batch_tokens: int = 0  # when > 0, long windows come in smaller batches: B x L <= batch_tokens
-
-    def lr_at(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to a tenth of the peak."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        span = max(self.steps - self.warmup_steps, 1)
-        progress = min((step - self.warmup_steps) / span, 1.0)
-        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-@dataclass
-class TrainSettings:
-    """Everything a run depends on besides its data and starting weights."""
-
-    tokenizer: StageSettings
-    predictor: StageSettings
-    val_fraction: float = 0.15
-    min_window: int = 64
-    max_window: int = 256
-    horizon: int = 32  # rows at the end of a window scaled with the statistics of the rows before
-    clip: float = 5.0
-    seed: int = 0
-    eval_every: int = 0  # 0: only at the end of a stage
-    save_every: int = 200
-    aggregate: tuple[int, ...] = (1,)  # windows of k x the series' period, k drawn per batch from these
-    invert_prob: float = 0.0  # share of windows turned into their inverse quote (prices 1/p)
-    # Early stopping: with eval_every, stop a stage after this many validations without a new best
-    # validation loss, and keep the best weights (0: train every step, keep the last weights).
-    patience: int = 0
-    val_windows: int = 0  # validate on at most this many held-out windows, evenly spread (0: all)
-
-    def stage_record(self, stage: str) -> dict[str, Any]:
-        """The settings a stage's resumable state must agree with (as JSON would store them)."""
-        record = {k: v for k, v in dataclasses.asdict(self).items() if k not in STAGES}
-        record["stage"] = dataclasses.asdict(getattr(self, stage))
-        for key in ("eval_every", "save_every"):
-            record.pop(key)
-        return json.loads(json.dumps(record))
-
-
-@dataclass
-class StageResult:
-    stage: str
-    steps: int
-    seconds: float
-    first_loss: dict[str, float]  # mean over the first tenth of the steps
-    last_loss: dict[str, float]  # mean over the last tenth of the steps
-    validation: list[dict[str, float]] = field(default_factory=list)
-    best_step: int | None = None  # with early stopping: the step whose weights were kept
-
+from .validation import EarlyStopping, encode_batch, predictor_validation, tokenizer_validation, validation_windows
 
 # --- initialization -------------------------------------------------------------------------
 
@@ -229,108 +163,11 @@ def run_stage(
     )
 
 
-def _score(entry: dict[str, float]) -> float:
-    """One validation number: the mean of a validation entry's losses."""
-    values = [v for k, v in entry.items() if k != "step"]
-    return sum(values) / len(values)
-
-
-class EarlyStopping:
-    """Keeps the weights of the best validation so far (also on disk, for --resume) and says when to stop."""
-
-    def __init__(self, patience: int, folder: Path):
-        self.patience, self.folder = patience, folder
-        self.best_score: float | None = None
-        self.best_step: int | None = None
-        self.best_entry: dict[str, float] | None = None
-        self.best_state: dict[str, Tensor] | None = None
-        self.waited = 0
-        self.stopped = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.patience > 0
-
-    def update(self, entry: dict[str, float], module: nn.Module, save: bool = True) -> None:
-        if not self.enabled:
-            return
-        score = _score(entry)
-        if self.best_score is None or score < self.best_score:
-            self.best_score, self.best_step, self.best_entry, self.waited = score, int(entry["step"]), entry, 0
-            if module is not None:
-                self.best_state = copy.deepcopy(module.state_dict())
-                if save:
-                    module.save_pretrained(self.folder)
-        else:
-            self.waited += 1
-            self.stopped = self.waited >= self.patience
-
-    def replay(self, validation: list[dict[str, float]], module: nn.Module) -> None:
-        """After a resume: the same best step and patience count as the interrupted run, best weights from disk."""
-        if not self.enabled or not validation:
-            return
-        for entry in validation:
-            self.update(entry, None)
-        if (self.folder / "model.safetensors").is_file():
-            from ..checkpoint import load_tensors_into, read_tensors
-
-            best = copy.deepcopy(module)
-            load_tensors_into(best, read_tensors(self.folder), str(self.folder))
-            self.best_state = best.state_dict()
-
-    def restore(self, module: nn.Module) -> None:
-        if self.enabled and self.best_state is not None:
-            module.load_state_dict(self.best_state)
-
-    def note(self) -> str:
-        if not self.enabled:
-            return ""
-        return f" (best {self.best_score:.4f} at step {self.best_step}, {self.waited}/{self.patience} without)"
-
-
 def _format(entry: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "step")
 
 
 # --- the two stages -------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def tokenizer_validation(tokenizer: KronosTokenizer, windows: Sequence[WindowBatch], device) -> dict[str, float]:
-    """Held-out reconstruction MSE (normalized units) from the coarse and the full code, row-weighted."""
-    tokenizer.eval()
-    sums, rows = {"recon_coarse": 0.0, "recon_full": 0.0}, 0
-    for w in windows:
-        w = w.to(device)
-        losses = tokenizer_losses(tokenizer, w.candles, w.loss_mask)
-        n = int(w.loss_mask.sum())
-        sums["recon_coarse"] += float(losses.recon_coarse) * n
-        sums["recon_full"] += float(losses.recon_full) * n
-        rows += n
-    return {k: v / max(rows, 1) for k, v in sums.items()}
-
-
-@torch.no_grad()
-def encode_batch(tokenizer: KronosTokenizer, batch: WindowBatch) -> tuple[Tensor, Tensor]:
-    return tokenizer.encode(batch.candles)
-
-
-@torch.no_grad()
-def predictor_validation(
-    model: Kronos, tokenizer: KronosTokenizer, windows: Sequence[WindowBatch], device
-) -> dict[str, float]:
-    """Held-out next-token cross-entropy of s1 and s2, target-weighted."""
-    model.eval()
-    sums, count = {"ce_s1": 0.0, "ce_s2": 0.0}, 0
-    for w in windows:
-        w = w.to(device)
-        s1, s2 = encode_batch(tokenizer, w)
-        losses = predictor_losses(model, s1, s2, w.stamps, w.loss_mask)
-        n = int(w.loss_mask[:, 1:].sum())
-        sums["ce_s1"] += float(losses.s1) * n
-        sums["ce_s2"] += float(losses.s2) * n
-        count += n
-    return {k: v / max(count, 1) for k, v in sums.items()}
 
 
 def train_tokenizer(
@@ -346,7 +183,14 @@ def train_tokenizer(
     device = resolve_device(device)
     tokenizer.to(device)
     sampler = _sampler(series, settings, stage_offset=0)
-    windows = _validation_windows(series, settings)
+    windows = validation_windows(
+        series,
+        val_fraction=settings.val_fraction,
+        max_window=settings.max_window,
+        horizon=settings.horizon,
+        clip=settings.clip,
+        limit=settings.val_windows,
+    )
 
     def loss_fn(batch: WindowBatch) -> dict[str, Tensor]:
         losses = tokenizer_losses(tokenizer, batch.candles)
@@ -395,7 +239,14 @@ def train_predictor(
     for p in tokenizer.parameters():
         p.requires_grad_(False)
     sampler = _sampler(series, settings, stage_offset=1)
-    windows = _validation_windows(series, settings)
+    windows = validation_windows(
+        series,
+        val_fraction=settings.val_fraction,
+        max_window=settings.max_window,
+        horizon=settings.horizon,
+        clip=settings.clip,
+        limit=settings.val_windows,
+    )
 
     def loss_fn(batch: WindowBatch) -> dict[str, Tensor]:
         s1, s2 = encode_batch(tokenizer, batch)
@@ -434,33 +285,6 @@ def _sampler(series: Sequence[CandleSeries], settings: TrainSettings, stage_offs
         aggregate=settings.aggregate,
         invert_prob=settings.invert_prob,
     )
-
-
-def _validation_windows(series: Sequence[CandleSeries], settings: TrainSettings) -> list[WindowBatch]:
-    """The validation windows (at most ``val_windows``, evenly spread), windows of one length batched together."""
-    context = settings.max_window - settings.horizon
-    windows = heldout_windows(series, settings.val_fraction, context, settings.horizon, settings.clip)
-    if settings.val_windows and len(windows) > settings.val_windows:
-        picks = np.linspace(0, len(windows) - 1, settings.val_windows).round().astype(int)
-        windows = [windows[i] for i in sorted(set(picks.tolist()))]
-    by_length: dict[int, list[WindowBatch]] = {}
-    for w in windows:
-        by_length.setdefault(w.candles.shape[1], []).append(w)
-    batches = []
-    for group in by_length.values():
-        for i in range(0, len(group), _VAL_BATCH):
-            part = group[i : i + _VAL_BATCH]
-            batches.append(
-                WindowBatch(
-                    torch.cat([w.candles for w in part]),
-                    torch.cat([w.stamps for w in part]),
-                    torch.cat([w.loss_mask for w in part]),
-                )
-            )
-    return batches
-
-
-_VAL_BATCH = 16
 
 
 def _state_dir(state_dir: str | Path | None) -> Path:

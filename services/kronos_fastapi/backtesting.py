@@ -1,5 +1,5 @@
 """Backtests and calibrated bands: a request's own history cut into forecast windows (the maths is in
-``model/evaluation.py``; this module turns requests into window forecasts and results into bodies).
+``model/evaluation/``; this module turns requests into window forecasts and results into bodies).
 
 The rules:
 

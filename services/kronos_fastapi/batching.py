@@ -78,7 +78,7 @@ class StepReport(Protocol):
 
 
 class StepModel(Protocol):
-    """What step-level scheduling needs of the model (``model.engine.DecodeEngine``)."""
+    """What step-level scheduling needs of the model (``model.decoding.engine.DecodeEngine``)."""
 
     idle: bool
 

@@ -18,11 +18,11 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from model import SeriesInput
-from model.calendars import future_timestamps, synthetic_timestamps
-from model.candles import RULE, describe_invalid, invalid_rows, repair_candles
+from model.decoding.forecast import FEATURE_COLUMNS as COLUMNS
+from model.decoding.forecast import SEED_BITS
 from model.errors import InputError
-from model.pipeline import FEATURE_COLUMNS as COLUMNS
-from model.pipeline import SEED_BITS
+from model.series.calendars import future_timestamps, synthetic_timestamps
+from model.series.candles import RULE, describe_invalid, invalid_rows, repair_candles
 
 from . import band_defaults
 from .errors import InvalidJSON, InvalidRequest, field_path, invalid_request_from

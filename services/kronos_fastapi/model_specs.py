@@ -1,7 +1,7 @@
 """Which models one instance serves: ``KRONOS_MODELS`` (``name=source[@revision]`` pairs), or the one
 model of ``KRONOS_MODEL_PATH``, each with its tokenizer and context length.
 
-A source is a checkpoint folder, ``bundled`` (the shipped kronos-demo) or a hub id (``model/hub.py``).
+A source is a checkpoint folder, ``bundled`` (the shipped kronos-demo) or a hub id (``model/checkpoints/hub.py``).
 Without ``KRONOS_TOKENIZER_PATH`` a model's tokenizer is ``<folder>/tokenizer`` or the official pairing;
 without ``KRONOS_MAX_CONTEXT`` its context is the official one (Kronos-mini 2048), else 512. The
 first model is the default unless ``KRONOS_DEFAULT_MODEL`` names another.
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model.checkpoints.hub import BUNDLED, default_context, default_tokenizer, is_hub_id
 from model.errors import KronosError
-from model.hub import BUNDLED, default_context, default_tokenizer, is_hub_id
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -35,7 +35,7 @@ class ModelSpec:
 def _name_of(source: str) -> str:
     """The name a lone model is served under: its folder's or repository's name."""
     if source == BUNDLED:
-        from model.bundled import BUNDLED_NAME
+        from model.checkpoints.bundled import BUNDLED_NAME
 
         return BUNDLED_NAME
     return Path(source).expanduser().resolve().name if not is_hub_id(source) else source.rsplit("/", 1)[-1]

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from model import Forecast
-from model.candles import RULE
+from model.decoding.forecast import FEATURE_COLUMNS as COLUMNS
 from model.evaluation import up_probability
-from model.pipeline import FEATURE_COLUMNS as COLUMNS
+from model.series.candles import RULE
 
 from .errors import InvalidRequest
 from .forecasting import PreparedSeries

@@ -1,7 +1,7 @@
 """The service layer between the routes and the model: loading, readiness, and forecasting off the
 event loop. Routes call ``ForecastService.forecast``, which queues the series with the batching
 scheduler (``batching.py``); the model runs on its own thread: decode steps that series join and
-leave (``model.engine.DecodeEngine``, the default), or one request-level batch at a time.
+leave (``model.decoding.engine.DecodeEngine``, the default), or one request-level batch at a time.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 
 from model import Forecast, InputError, Kronos, KronosPredictor, KronosTokenizer, SeriesInput
+from model.checkpoints.hub import Checkpoint, resolve_pair
+from model.decoding.engine import DecodeEngine
 from model.devices import resolve_device
-from model.engine import DecodeEngine
 from model.errors import DeviceUnavailableError
-from model.hub import Checkpoint, resolve_pair
 
 from .batching import BatchScheduler, OnDone, forecast_splitting, is_out_of_memory
 from .errors import DeviceOutOfMemory, InvalidRequest, ModelNotReady, ServiceError

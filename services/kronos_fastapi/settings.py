@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from model.bundled import bundled_model_path, bundled_tokenizer_path
+from model.checkpoints.bundled import bundled_model_path, bundled_tokenizer_path
+from model.checkpoints.hub import BUNDLED, default_tokenizer, is_hub_id
 from model.devices import parse_device
 from model.errors import DeviceError, KronosError
-from model.hub import BUNDLED, default_tokenizer, is_hub_id
 
 ENV_PREFIX = "KRONOS_"
 

@@ -11,7 +11,7 @@ import torch
 from conftest import BASE, MINI, SMALL, TOKENIZER_2K, TOKENIZER_BASE, closed_port_url, run_cli
 
 from model import CheckpointError, Kronos, KronosPredictor, KronosTokenizer
-from model.hub import OFFICIAL_MODELS, resolve_checkpoint, resolve_pair
+from model.checkpoints.hub import OFFICIAL_MODELS, resolve_checkpoint, resolve_pair
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_a_missing_folder_that_is_no_hub_id(tmp_path):
 def test_kronos_fetch_then_forecast_from_the_folder_the_hub_id_and_offline(hub, hub_env, candles, tmp_path):
     csv = tmp_path / "goog.csv"
     candles.to_csv(csv, index=False)
-    fetched = run_cli("-m", "model.fetch", SMALL, "--out", str(tmp_path / "small"))
+    fetched = run_cli("-m", "model.checkpoints.fetch", SMALL, "--out", str(tmp_path / "small"))
     assert fetched.returncode == 0, fetched.stderr
     summary = json.loads(fetched.stdout)
     assert summary["tokenizer"] == TOKENIZER_BASE and summary["revision"] == hub.repos[SMALL].refs["main"]
@@ -182,11 +182,11 @@ def test_kronos_fetch_then_forecast_from_the_folder_the_hub_id_and_offline(hub, 
 
 
 def test_kronos_fetch_several_ids_and_its_errors(hub, hub_env, tmp_path):
-    both = run_cli("-m", "model.fetch", SMALL, MINI, "--out", str(tmp_path / "models"))
+    both = run_cli("-m", "model.checkpoints.fetch", SMALL, MINI, "--out", str(tmp_path / "models"))
     assert both.returncode == 0, both.stderr
     assert [entry["tokenizer"] for entry in json.loads(both.stdout)] == [TOKENIZER_BASE, TOKENIZER_2K]
     assert (tmp_path / "models" / "Kronos-mini" / "tokenizer" / "model.safetensors").is_file()
-    missing = run_cli("-m", "model.fetch", "NeoQuasar/Kronos-huge", "--out", str(tmp_path / "x"))
+    missing = run_cli("-m", "model.checkpoints.fetch", "NeoQuasar/Kronos-huge", "--out", str(tmp_path / "x"))
     assert missing.returncode == 2
     assert "kronos-fetch: error: NeoQuasar/Kronos-huge: no such model repository" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -11,7 +11,7 @@ import pytest
 from conftest import MINI, SMALL
 from prometheus_client.parser import text_string_to_metric_families
 
-from model.bundled import BUNDLED_NAME
+from model.checkpoints.bundled import BUNDLED_NAME
 from services.kronos_fastapi.settings import SettingsError, load_settings
 
 BODY = {"data": [[100.0, 105.0, 98.0, 102.0], [102.0, 108.0, 101.0, 107.0], [107, 109, 104, 105]], "pred_len": 6}
@@ -100,7 +100,7 @@ def test_a_hub_id_served_online_offline_and_from_a_fetched_folder_answers_alike(
     expected = _post(online, SEEDED).json()
     online.stop()
 
-    from model.fetch import fetch
+    from model.checkpoints.fetch import fetch
 
     fetch(SMALL, tmp_path / "small")
     hub.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from model import Kronos, KronosPredictor, KronosTokenizer
-from model.bundled import bundled_model_path, bundled_tokenizer_path
+from model.checkpoints.bundled import bundled_model_path, bundled_tokenizer_path
 
 ROW = re.compile(r"^\| `([\w./-]+)` \| (\d+) \| `([0-9a-f]{64})` \|$", re.MULTILINE)
 FILES = {"config.json", "model.safetensors", "tokenizer/config.json", "tokenizer/model.safetensors"}

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from model import InputError, future_timestamps
-from model.calendars import infer_calendar
+from model.series.calendars import infer_calendar
 from tests.sessions import five_minute_sessions
 
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model import CheckpointError, ConfigError, Kronos, KronosTokenizer
-from model.config import PredictorConfig, TokenizerConfig
+from model.nn.config import PredictorConfig, TokenizerConfig
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from model.pipeline import SeriesInput
+from model.decoding.forecast import SeriesInput
 
 COLUMNS = ["open", "high", "low", "close", "volume", "amount"]
 PATHS = [pytest.param(False, id="recompute"), pytest.param(True, id="fast")]

@@ -13,7 +13,8 @@ from model.training import series_from_frame, train
 from model.training.corpus import HELDOUT_NAMES, SOURCES, TRAIN_NAMES, heldout_series, load_series, training_series
 from model.training.data import CandleSeries, WindowSampler, aggregate_candles, invert_candles
 from model.training.presets import preset
-from model.training.trainer import EarlyStopping, new_pair
+from model.training.trainer import new_pair
+from model.training.validation import EarlyStopping
 
 TINY = preset("tiny")
 

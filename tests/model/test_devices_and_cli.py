@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from model import DeviceError, Kronos, KronosPredictor, KronosTokenizer
-from model.bundled import bundled_model_path, bundled_tokenizer_path
+from model.checkpoints.bundled import bundled_model_path, bundled_tokenizer_path
 from model.devices import parse_device, resolve_device
 
 

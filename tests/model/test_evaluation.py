@@ -1,4 +1,4 @@
-"""The backtest metrics against values worked out by hand on small fixed series (model/evaluation.py)."""
+"""The backtest metrics against values worked out by hand on small fixed series (model/evaluation/)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""benchmarks/forecast_quality.py runs on real candles and reports what model/evaluation.py computes."""
+"""benchmarks/forecast_quality.py runs on real candles and reports what model/evaluation/ computes."""
 
 from __future__ import annotations
 

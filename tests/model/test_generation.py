@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from model.generation import SeriesTokens, generate_cached, generate_recompute
-from model.pipeline import SeriesInput
-from model.sampling import SamplingParams
+from model.decoding.forecast import SeriesInput
+from model.decoding.generation import SeriesTokens, generate_cached, generate_recompute
+from model.decoding.sampling import SamplingParams
 
 COLUMNS = ["open", "high", "low", "close", "volume", "amount"]
 
@@ -206,7 +206,7 @@ def test_series_admitted_mid_batch_get_bit_for_bit_their_solo_forecast(
 ):
     """Whoever joins or leaves beside it, a series' forecast is exactly what it gets alone (and what
     the request-level path gives it), with chunked prefills and sliding windows."""
-    from model.engine import DecodeEngine
+    from model.decoding.engine import DecodeEngine
 
     predictor = make_predictor(max_context=max_context)
     series = [
@@ -223,7 +223,7 @@ def test_series_admitted_mid_batch_get_bit_for_bit_their_solo_forecast(
 
 
 def test_the_engine_slab_is_allocated_once(make_predictor, conformance_input):
-    from model.engine import DecodeEngine
+    from model.decoding.engine import DecodeEngine
 
     engine = DecodeEngine(make_predictor(max_context=48), slots=6, chunk=16)
     tensors = [t.data_ptr() for t in (*engine.slab.k, *engine.slab.v, engine.slab.dep_k)]
@@ -238,7 +238,7 @@ def test_the_engine_slab_is_allocated_once(make_predictor, conformance_input):
 def test_a_cancelled_series_leaves_the_engine_and_the_others_keep_their_numbers(make_predictor, conformance_input):
     import threading
 
-    from model.engine import DecodeEngine
+    from model.decoding.engine import DecodeEngine
 
     predictor = make_predictor(max_context=48)
     keep = _engine_series(conformance_input, 30, 20, 2, seed=1)
@@ -261,7 +261,7 @@ def test_a_failed_step_changes_nothing_so_evicting_the_newest_and_stepping_again
 ):
     """An out-of-memory step is retried without the newest series; the rest get their solo numbers
     (the failed step's draws are taken back), and the evicted one, run again later, does too."""
-    import model.engine as engine_module
+    import model.decoding.engine as engine_module
 
     predictor = make_predictor(max_context=48)
     series = [_engine_series(conformance_input, 25 + 10 * i, 15, 2, seed=30 + i) for i in range(3)]
@@ -294,7 +294,7 @@ def test_a_prefill_runs_whole_for_a_series_alone_and_in_chunks_beside_others(mak
     """A series alone holds nobody up, so its window is prefilled in one step; beside others (decoding
     or prefilling: each waits for the step) it goes in chunks. The chunk boundaries change with the
     load, the numbers do not."""
-    from model.engine import DecodeEngine
+    from model.decoding.engine import DecodeEngine
 
     predictor = make_predictor(max_context=64)
     long = _engine_series(conformance_input, 60, 4, 2, seed=7)
@@ -364,7 +364,7 @@ def _greedy_sliding_window_oracle(predictor, series, window, monkeypatch):
     sees tokens i-window+1 .. i), greedy (top_k=1) so no draw is involved."""
     import torch.nn.functional as F
 
-    from model.pipeline import finish_forecast
+    from model.decoding.forecast import finish_forecast
 
     model = predictor.model
     features, stamps, seed = predictor._prepare(0, series)
@@ -424,7 +424,7 @@ def test_a_rolling_series_decodes_a_token_per_step_and_keeps_its_numbers_beside_
     exact one its forecast is bit-for-bit what it gets alone, whoever joins or leaves beside it."""
     import dataclasses
 
-    from model.engine import DecodeEngine
+    from model.decoding.engine import DecodeEngine
 
     predictor = make_predictor(max_context=48)
     rolling = [

@@ -1,4 +1,4 @@
-"""The fast decoder's prepared weights (model/inference.py) against the plain module code.
+"""The fast decoder's prepared weights (model/nn/inference.py) against the plain module code.
 
 Every piece the fast path uses — embedding tables, the trunk with and without a cache (its long
 windows take the blocked causal attention), one-token decode steps at per-row positions, the
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.config import PredictorConfig
-from model.inference import InferenceWeights
-from model.predictor import Kronos
+from model.nn.config import PredictorConfig
+from model.nn.inference import InferenceWeights
+from model.nn.predictor import Kronos
 
 TOL = 1e-4
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from model import Kronos, KronosPredictor, KronosTokenizer
-from model.bundled import bundled_model_path, bundled_tokenizer_path
+from model.checkpoints.bundled import bundled_model_path, bundled_tokenizer_path
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.sampling import filter_logits, sample
+from model.decoding.sampling import filter_logits, sample
 
 
 def _params(n, t=1.0, k=0, p=1.0):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from model import Kronos, KronosPredictor, KronosTokenizer
-from model.checkpoint import read_tensors
+from model.checkpoints.checkpoint import read_tensors
 from model.training import StageSettings, new_pair, series_from_frame, train
 from model.training.cli import main
 from model.training.losses import bsq_quantize, teacher_forced_logits
@@ -233,7 +233,7 @@ def test_teacher_forced_s2_never_sees_later_positions(predictor_model):
 
 
 def test_bundled_demo_is_what_the_demo_preset_trains():
-    from model.bundled import BUNDLED_NAME, bundled_model_path, bundled_tokenizer_path
+    from model.checkpoints.bundled import BUNDLED_NAME, bundled_model_path, bundled_tokenizer_path
 
     demo = preset("demo")
     assert BUNDLED_NAME == "kronos-demo"

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from model import SeriesInput, future_timestamps
-from model.candles import invalid_rows, repair_candles
-from model.pipeline import SEED_BITS
+from model.decoding.forecast import SEED_BITS
+from model.series.candles import invalid_rows, repair_candles
 
 
 def _valid(candles: np.ndarray) -> bool:

@@ -15,8 +15,8 @@ import sys
 
 import torch
 
-from model.engine import DecodeEngine
-from model.pipeline import KronosPredictor
+from model.decoding.engine import DecodeEngine
+from model.decoding.pipeline import KronosPredictor
 from services.kronos_fastapi.__main__ import main
 
 FAILING_SEED = 13

@@ -6,7 +6,7 @@ import json
 
 from conftest import GUIDE_BATCH, GUIDE_BATCH_ONE, GUIDE_SINGLE, GUIDE_SINGLE_ONE_ROW, assert_error
 
-from model.bundled import BUNDLED_NAME
+from model.checkpoints.bundled import BUNDLED_NAME
 
 COLUMNS = ["open", "high", "low", "close", "volume", "amount"]
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from model import Forecast, InputError, Kronos, KronosPredictor, KronosTokenizer, SeriesInput
-from model.bundled import bundled_model_path
+from model.checkpoints.bundled import bundled_model_path
 from services.kronos_fastapi import load_settings
 from services.kronos_fastapi.batching import BatchScheduler, forecast_splitting, is_out_of_memory
 from services.kronos_fastapi.errors import (
@@ -477,7 +477,7 @@ def step_scheduler(engine, **limits) -> tuple[BatchScheduler, ServiceMetrics]:
 
 
 def new_engine(predictor, slots: int = 8):
-    from model.engine import DecodeEngine
+    from model.decoding.engine import DecodeEngine
 
     return DecodeEngine(predictor, slots=slots, chunk=32)
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from model.calendars import SYNTHETIC_START as CALENDAR_START
+from model.series.calendars import SYNTHETIC_START as CALENDAR_START
 from services.kronos_fastapi.errors import InvalidRequest
 from services.kronos_fastapi.forecasting import parse_batch, parse_single
 from services.kronos_fastapi.settings import load_settings

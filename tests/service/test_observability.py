@@ -10,7 +10,7 @@ import httpx
 from conftest import GUIDE_SINGLE
 from prometheus_client.parser import text_string_to_metric_families
 
-from model.bundled import BUNDLED_NAME
+from model.checkpoints.bundled import BUNDLED_NAME
 
 
 def _samples(client: httpx.Client) -> dict[tuple, float]:

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from model.bundled import bundled_model_path
+from model.checkpoints.bundled import bundled_model_path
 from services.kronos_fastapi.settings import Settings, SettingsError, load_settings
 
 

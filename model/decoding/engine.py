@@ -39,68 +39,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from ..nn.inference import InferenceWeights
+from ..nn.kv_cache import KVSlab
+from .engine_rows import DECODE, PREFILL, EngineSeries, PrefillWindow, StepReport, row_params
+from .forecast import Forecast, SeriesInput, finish_forecast
 from .generation import SeriesTokens
-from .inference import InferenceWeights
-from .kv_cache import KVSlab
-from .pipeline import Forecast, KronosPredictor, SeriesInput, finish_forecast
 from .sampling import SamplingParams, sample
 
-PREFILL, DECODE = "prefill", "decode"
-
-
-@dataclass(eq=False)
-class _Window:
-    """One prefill in progress: the window tokens [start, start + width) of one path, into one slot."""
-
-    slot: int
-    path: int
-    start: int
-    width: int
-    done: int = 0
-    h_last: Tensor | None = None
-    served: float = -1  # the step that last ran a chunk of it (at admission: half a step before the next)
-
-
-@dataclass(eq=False)
-class _Series:
-    key: Hashable
-    order: int
-    series: SeriesInput
-    job: SeriesTokens
-    features: np.ndarray
-    seed: int
-    tok1: Tensor  # (paths, n + pred_len)
-    tok2: Tensor
-    cur: int  # tokens so far (input + generated), the same for every path
-    rolling: bool = False  # window="rolling": past the window, drop the oldest key/value, never recompute
-    state: str = PREFILL
-    slots: list[int] = field(default_factory=list)  # decode rows, in path order
-    windows: list[_Window] = field(default_factory=list)
-
-    @property
-    def paths(self) -> int:
-        return self.job.sample_count
-
-    @property
-    def generated(self) -> int:
-        return self.cur - len(self.job.s1)
-
-    @property
-    def done(self) -> bool:
-        return self.generated >= self.job.pred_len
-
-
-@dataclass
-class StepReport:
-    finished: list[tuple[Hashable, Forecast]] = field(default_factory=list)
-    dropped: list[Hashable] = field(default_factory=list)  # cancelled
-    failed: list[tuple[Hashable, Exception]] = field(default_factory=list)  # done, but its decoding failed
+if TYPE_CHECKING:  # the predictor is passed in; at run time this module never imports pipeline.py
+    from .pipeline import KronosPredictor
 
 
 class DecodeEngine:
@@ -130,9 +82,9 @@ class DecodeEngine:
             self.slot_s1 = torch.zeros(slots, dtype=torch.long, device=self.device)
             self.slot_s2 = torch.zeros_like(self.slot_s1)
             self.slot_stamp = torch.zeros(slots, 5, dtype=torch.long, device=self.device)
-        self.owner: list[_Series | None] = [None] * slots
+        self.owner: list[EngineSeries | None] = [None] * slots
         self.decoding = 0  # decode rows occupy slots 0..decoding-1
-        self.series: dict[Hashable, _Series] = {}
+        self.series: dict[Hashable, EngineSeries] = {}
         self._order = itertools.count()
         self.steps = 0
         self._net: InferenceWeights | None = None
@@ -169,10 +121,10 @@ class DecodeEngine:
         tok2 = torch.zeros_like(tok1)
         tok1[:, :n], tok2[:, :n] = s1.to(self.device), s2.to(self.device)
         rolling = series.window == "rolling"
-        entry = _Series(key, next(self._order), series, job, features, seed, tok1, tok2, cur=n, rolling=rolling)
+        entry = EngineSeries(key, next(self._order), series, job, features, seed, tok1, tok2, cur=n, rolling=rolling)
         job.stamps = stamps.to(self.device)
         width = min(n, self.window)
-        entry.windows = [_Window(self._take_free(entry), 0, n - width, width, served=self.steps - 0.5)]
+        entry.windows = [PrefillWindow(self._take_free(entry), 0, n - width, width, served=self.steps - 0.5)]
         self.series[key] = entry
 
     def remove(self, key: Hashable) -> None:
@@ -261,7 +213,7 @@ class DecodeEngine:
         sampled = []
         for members, index, h, s1_logits, dep_keys, dep_values, mask in groups:
             rows = h.shape[0]
-            params = _row_params(members, index, rows, self.device)
+            params = row_params(members, index, rows, self.device)
             s1_logits = net.s1_logits(h) if s1_logits is None else s1_logits
             next_s1 = sample(s1_logits, *params, self._uniforms(members, index, rows))
             s2_logits = net.s2_logits(h, next_s1, dep_keys, dep_values, mask)
@@ -269,7 +221,7 @@ class DecodeEngine:
             sampled += [(entry, next_s1[i], next_s2[i]) for entry, i in zip(members, index)]
         return sampled, progress
 
-    def _prefill(self, net: InferenceWeights) -> dict[_Window, tuple[int, Tensor | None]]:
+    def _prefill(self, net: InferenceWeights) -> dict[PrefillWindow, tuple[int, Tensor | None]]:
         """Run prefill chunks, least recently served first, while fewer tokens than the step's budget ran:
         ``chunk`` with several series in the engine, ``idle_chunk`` for a series alone. A window enters
         the round at its admission, ahead of those served in the step before it (round-robin: a stream
@@ -300,7 +252,7 @@ class DecodeEngine:
             progress[w] = (done, h[:, -1] if done == w.width else None)
         return progress
 
-    def _uniforms(self, members: list[_Series], index: list[Tensor], rows: int) -> Tensor:
+    def _uniforms(self, members: list[EngineSeries], index: list[Tensor], rows: int) -> Tensor:
         """One uniform per row, each series drawing its paths' together from its own generator."""
         u = torch.empty(rows, device=self.device)
         for entry, i in zip(members, index):
@@ -308,7 +260,7 @@ class DecodeEngine:
         return u
 
     # --- bookkeeping --------------------------------------------------------------------------
-    def _advance(self, entry: _Series) -> None:
+    def _advance(self, entry: EngineSeries) -> None:
         """After a token: move the series to its next state; a decode row gets the token to feed."""
         if entry.state == PREFILL and (entry.cur <= self.window or entry.rolling):
             self._to_decode(entry)  # its whole context fits (or it rolls): cache it, feed one token per step
@@ -320,7 +272,7 @@ class DecodeEngine:
             self.slot_s1[slots], self.slot_s2[slots] = entry.tok1[:, col], entry.tok2[:, col]
             self.slot_stamp[slots] = entry.job.stamps[col]
 
-    def _to_decode(self, entry: _Series) -> None:
+    def _to_decode(self, entry: EngineSeries) -> None:
         (w,) = entry.windows
         saved = self.slab.save(w.slot, w.width)  # its slot may be needed to make room
         self._free(w.slot)
@@ -340,21 +292,22 @@ class DecodeEngine:
         self.decoding += entry.paths
         entry.slots, entry.state = targets, DECODE
 
-    def _to_window(self, entry: _Series) -> None:
+    def _to_window(self, entry: EngineSeries) -> None:
         if entry.state == DECODE:
             self._release(entry)
         elif len(entry.windows) == 1 and entry.paths > 1:  # the shared input window splits per path
             for _ in range(entry.paths - 1):
-                entry.windows.append(_Window(self._take_free(entry), 0, 0, 0, served=entry.windows[0].served))
+                entry.windows.append(PrefillWindow(self._take_free(entry), 0, 0, 0, served=entry.windows[0].served))
         start = entry.cur - self.window
         entry.windows = [
-            _Window(w.slot, path, start, self.window, served=w.served) for path, w in enumerate(entry.windows)
+            PrefillWindow(w.slot, path, start, self.window, served=w.served) for path, w in enumerate(entry.windows)
         ] or [
-            _Window(self._take_free(entry), p, start, self.window, served=self.steps - 0.5) for p in range(entry.paths)
+            PrefillWindow(self._take_free(entry), p, start, self.window, served=self.steps - 0.5)
+            for p in range(entry.paths)
         ]
         entry.state = PREFILL
 
-    def _release(self, entry: _Series) -> None:
+    def _release(self, entry: EngineSeries) -> None:
         for w in entry.windows:
             self._free(w.slot)
         entry.windows = []
@@ -377,7 +330,7 @@ class DecodeEngine:
             self.decoding = keep
             entry.slots = []
 
-    def _take_free(self, entry: _Series, avoid=()) -> int:
+    def _take_free(self, entry: EngineSeries, avoid=()) -> int:
         """A free slot for a prefill, from the top (decode rows grow from the bottom)."""
         for slot in range(self.slab.slots - 1, self.decoding - 1, -1):
             if self.owner[slot] is None and slot not in avoid:
@@ -390,19 +343,9 @@ class DecodeEngine:
         self.slab.lengths[slot] = 0
         self.slab.rolling[slot] = False
 
-    def _forecast(self, entry: _Series) -> Forecast:
+    def _forecast(self, entry: EngineSeries) -> Forecast:
         """Decode the series alone (so its numbers never depend on its batch mates)."""
         n = len(entry.job.s1)
         generated = (entry.tok1[:, n:], entry.tok2[:, n:])
         (paths,) = self.predictor._decode([entry.job], [generated])
         return finish_forecast(entry.series, entry.features, paths, entry.seed)
-
-
-def _row_params(members: list[_Series], index: list[Tensor], rows: int, device) -> tuple[Tensor, Tensor, Tensor]:
-    temperature = torch.empty(rows, device=device)
-    top_k = torch.empty(rows, dtype=torch.long, device=device)
-    top_p = torch.empty(rows, device=device)
-    for entry, i in zip(members, index):
-        p = entry.job.params
-        temperature[i], top_k[i], top_p[i] = p.temperature, p.top_k, p.top_p
-    return temperature, top_k, top_p

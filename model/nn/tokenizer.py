@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import PretrainedMixin
+from ..checkpoints.checkpoint import PretrainedMixin
 from .config import TokenizerConfig
 from .layers import Block, causal_stack
 

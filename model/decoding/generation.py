@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .inference import InferenceWeights
-from .predictor import Kronos
+from ..nn.inference import InferenceWeights
+from ..nn.predictor import Kronos
 from .sampling import RowSampler, SamplingParams
 
 

@@ -24,10 +24,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import CheckpointError
 from .bundled import bundled_model_path
-from .errors import CheckpointError
 
-# The two files of a checkpoint folder (model/checkpoint.py reads them; named here too so that this
+# The two files of a checkpoint folder (model/checkpoints/checkpoint.py reads them; named here too so that this
 # module, which settings validation imports, does not load torch).
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -48,7 +48,7 @@ class _Step:
     """What every layer needs to know about the current decode step (computed once per step).
 
     A row's token goes to rotary position ``lengths[row]``. With ``width`` given, a row whose length
-    reached it is a ring (a rolling window, see ``model.engine``): its token overwrites its oldest
+    reached it is a ring (a rolling window, see ``model.decoding.engine``): its token overwrites its oldest
     column (``lengths[row] % width``) and it attends over all ``width`` columns. Attention does not
     care about the order of the columns: each key carries its position in its rotation.
     """

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import PretrainedMixin
+from ..checkpoints.checkpoint import PretrainedMixin
 from .config import PredictorConfig
 from .kv_cache import KVCache
 from .layers import AttentionProjections, Block, RMSNorm, apply_rotary, attend_one, causal_stack

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 BUNDLED_NAME = "kronos-demo"
-BUNDLED_DIR = Path(__file__).parent / "bundled" / BUNDLED_NAME
+# The files stay at model/bundled/ (package data, and the path the docs and the image name).
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled" / BUNDLED_NAME
 
 
 def bundled_model_path() -> Path:

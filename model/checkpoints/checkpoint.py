@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError
 from .hub import CONFIG_FILE, WEIGHTS_FILE
 
 _MAX_NAMES = 8
@@ -114,7 +114,7 @@ class PretrainedMixin:
         model.checkpoint = checkpoint
         model.eval()
         if device is not None:
-            from .devices import resolve_device
+            from ..devices import resolve_device
 
             model.to(resolve_device(device))
         return model

@@ -16,8 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..errors import KronosError
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
-from .errors import KronosError
 from .hub import OFFICIAL_MODELS, Checkpoint, official_model, resolve_checkpoint
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from ..errors import InputError
 
 DAY = pd.Timedelta(days=1)
 WEEKDAYS = frozenset(range(5))  # Monday to Friday
