@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from decode import eurusd, series_from  # noqa: E402 — benchmarks/decode.py: EURUSD candles, windows of them
 
-from model.checkpoints.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair  # noqa: E402
+from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair  # noqa: E402
 from model.decoding.engine import DecodeEngine  # noqa: E402
 from model.decoding.pipeline import KronosPredictor, SeriesInput  # noqa: E402
 

@@ -29,7 +29,7 @@ import psutil
 import torch
 
 from model import KronosPredictor, SeriesInput
-from model.checkpoints.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
+from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
 from model.nn.config import PredictorConfig, TokenizerConfig
 
 

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from decode import eurusd  # noqa: E402 — benchmarks/decode.py: EURUSD candles from the backtesting package
 
-from model.checkpoints.synthetic import KRONOS_SMALL, TOKENIZER_BASE, write_random_pair  # noqa: E402
+from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, write_random_pair  # noqa: E402
 
 SIZES = {"small": (100, 20), "large": (400, 120)}  # lookback, pred_len
 MODES = {
@@ -323,7 +323,7 @@ def ceiling_lines() -> list[str]:
     import torch
     from ceiling import measure, report
 
-    from model.checkpoints.synthetic import random_pair
+    from model.nn.synthetic import random_pair
     from model.decoding.pipeline import KronosPredictor
 
     model, tokenizer = random_pair(KRONOS_SMALL, TOKENIZER_BASE, seed=0)

@@ -1,2 +1,2 @@
-"""Checkpoints: safetensors in and out, hub ids and their cache, ``kronos-fetch``, the bundled pair and
-random-weight pairs of any shape for tests and benchmarks. Importing this package loads no torch."""
+"""Checkpoints: safetensors in and out, hub ids and their cache, ``kronos-fetch``, the bundled pair.
+Importing this package loads no torch; it imports nothing from nn (the networks use its mixin)."""

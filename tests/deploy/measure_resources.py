@@ -21,7 +21,7 @@ import httpx
 import psutil
 from deploy_support import ServiceInstance
 
-from model.checkpoints.synthetic import KRONOS_SMALL, TOKENIZER_BASE, write_random_pair
+from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, write_random_pair
 from model.nn.config import PredictorConfig
 
 # Kronos-base as published: d_model 832, 12 layers, ff_dim 2048 (heads: 832 = 16 x 52).

@@ -101,7 +101,7 @@ def test_api_key_forms(header):
 
 
 def test_a_broken_checkpoint_fails_readiness_with_the_path(tmp_path):
-    from model.checkpoints.synthetic import write_random_pair
+    from model.nn.synthetic import write_random_pair
     from model.nn.config import PredictorConfig, TokenizerConfig
 
     predictor_cfg = PredictorConfig(s1_bits=4, s2_bits=4, n_layers=1, d_model=16, n_heads=2, ff_dim=32)
@@ -122,7 +122,7 @@ def test_a_broken_checkpoint_fails_readiness_with_the_path(tmp_path):
 
 
 def test_a_custom_checkpoint_in_the_original_layout_serves(tmp_path):
-    from model.checkpoints.synthetic import write_random_pair
+    from model.nn.synthetic import write_random_pair
     from model.nn.config import PredictorConfig, TokenizerConfig
 
     predictor_cfg = PredictorConfig(s1_bits=4, s2_bits=4, n_layers=1, d_model=16, n_heads=2, ff_dim=32)

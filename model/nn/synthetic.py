@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..nn.config import PredictorConfig, TokenizerConfig
-from ..nn.predictor import Kronos
-from ..nn.tokenizer import KronosTokenizer
+from .config import PredictorConfig, TokenizerConfig
+from .predictor import Kronos
+from .tokenizer import KronosTokenizer
 
 # Shapes from the published model cards (see SPEC).
 KRONOS_SMALL = PredictorConfig(s1_bits=10, s2_bits=10, n_layers=8, d_model=512, n_heads=8, ff_dim=1024)
