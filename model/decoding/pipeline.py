@@ -36,6 +36,7 @@ from .forecast import (
 )
 from .generation import SeriesTokens, generate_cached, generate_recompute
 from .sampling import SamplingParams
+from .table import DEFAULT_BATCH_SIZE, TableSettings, run_table
 
 
 class KronosPredictor:
@@ -262,6 +263,56 @@ class KronosPredictor:
         for series in inputs:
             series.clean, series.window = clean, window
         return [f.to_frame() for f in self.forecast(inputs)]
+
+    def predict_df(
+        self,
+        df: pd.DataFrame,
+        *,
+        pred_len: int,
+        id_column: str = "id",
+        timestamp_column: str = "timestamps",
+        sample_count: int = 1,
+        T: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.9,
+        seed: int | None = None,
+        clean: bool = False,
+        window: str = "exact",
+        quantiles: Sequence[float] = (),
+        freq: str | None = None,
+        calendar: str | None = None,
+        lookback: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        on_error: str = "collect",
+    ) -> pd.DataFrame:
+        """Forecast every series of a long table (one row per id and timestamp, any order) in one call.
+
+        Out: one row per id and forecast step: ``id``, ``timestamps`` (the series' own calendar, or
+        ``freq`` / ``calendar``), ``step``, the mean candle (the columns the input has), ``close_q<level>``
+        per quantile, ``p_up`` (share of paths whose close ends above the last input close) with 2+ paths.
+        Each series' seed comes from ``seed`` and its id (``model.decoding.table.series_seed``), so its
+        rows do not depend on the rest of the table. ``attrs["errors"]``: the ids left out and why;
+        ``attrs["seed"]``: the call's seed. At most ``batch_size`` series are decoded at a time.
+        ``lookback``: forecast from each series' last ``lookback`` rows. See ``model/decoding/table.py``.
+        """
+        settings = TableSettings(
+            pred_len=pred_len,
+            id_column=id_column,
+            timestamp_column=timestamp_column,
+            sample_count=sample_count,
+            T=T,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            clean=clean,
+            window=window,
+            quantiles=tuple(quantiles),
+            freq=freq,
+            calendar=calendar,
+            lookback=lookback,
+            batch_size=batch_size,
+        )
+        return run_table(self.forecast, df, settings, on_error=on_error)
 
     @staticmethod
     def _frame_input(

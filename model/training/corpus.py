@@ -140,3 +140,29 @@ __all__ = [
     "package_file",
     "training_series",
 ]
+
+
+def universe_frame(count: int, rows: int, names: tuple[str, ...] = TRAIN_NAMES + HELDOUT_NAMES) -> pd.DataFrame:
+    """A long table of ``count`` real series of ``rows`` candles each (id, timestamps, open, high, low, close,
+    volume): consecutive non-overlapping stretches of the instruments in ``names``, taken in turn from the
+    newest back, named ``<instrument>-<k>``. For universe tests and benchmarks: real candles, real calendars."""
+    loaded = [load_series(name) for name in names]
+    frames, k = [], 0
+    while len(frames) < count:
+        took = False
+        for s in loaded:
+            end = len(s) - k * rows
+            if end - rows < 0 or len(frames) >= count:
+                continue
+            took = True
+            part = slice(end - rows, end)
+            frame = pd.DataFrame(
+                s.candles[part, :5].astype(np.float64), columns=["open", "high", "low", "close", "volume"]
+            )
+            frame.insert(0, "timestamps", s.timestamps[part])
+            frame.insert(0, "id", f"{s.name}-{k}")
+            frames.append(frame)
+        if not took:
+            raise ValueError(f"the instruments hold fewer than {count} stretches of {rows} rows")
+        k += 1
+    return pd.concat(frames, ignore_index=True)
