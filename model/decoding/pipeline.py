@@ -291,7 +291,7 @@ class KronosPredictor:
         ``freq`` / ``calendar``), ``step``, the mean candle (the columns the input has), ``close_q<level>``
         per quantile, ``p_up`` (share of paths whose close ends above the last input close) with 2+ paths.
         Each series' seed comes from ``seed`` and its id (``model.decoding.table.series_seed``), so its
-        rows do not depend on the rest of the table. ``attrs["errors"]``: the ids left out and why;
+        rows do not depend on the rest of the table. ``attrs["errors"]``: the ids left out and why (id → message);
         ``attrs["seed"]``: the call's seed. At most ``batch_size`` series are decoded at a time.
         ``lookback``: forecast from each series' last ``lookback`` rows. See ``model/decoding/table.py``.
         """

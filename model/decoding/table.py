@@ -16,8 +16,9 @@ depend on its batch mates (the batched loop is exact per series), so the chunkin
 but the time.
 
 **Bad series.** A series that cannot be forecast (too short, NaN, invalid candles, unparseable or
-unordered timestamps) is left out with its message in ``result.attrs["errors"]`` (columns ``id``,
-``message``); the others are forecast. ``on_error="raise"`` raises the first such error instead.
+unordered timestamps) is left out with its message in ``result.attrs["errors"]`` (a dict id →
+message; ``pd.Series(result.attrs["errors"])`` is a table of them); the others are forecast.
+``on_error="raise"`` raises the first such error instead.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ import pandas as pd
 from ..errors import InputError
 from ..series.calendars import future_timestamps
 from ..series.candles import describe_invalid, invalid_rows
-from .forecast import FEATURE_COLUMNS, PRICE_COLUMNS, SEED_BITS, Forecast, SeriesInput, frame_columns
+from .forecast import FEATURE_COLUMNS, MIN_ROWS, PRICE_COLUMNS, SEED_BITS, Forecast, SeriesInput, frame_columns
 
 DEFAULT_BATCH_SIZE = 64
-ERROR_COLUMNS = ("id", "message")
 
 
 def series_seed(seed: int, series_id: Hashable) -> int:
@@ -152,6 +152,8 @@ def prepare_series(series_id: Hashable, rows: pd.DataFrame, settings: TableSetti
             raise InputError(f"timestamp {stamps[stamps.duplicated()][0]} appears twice")
         if settings.lookback is not None:
             stamps, rows = stamps[-settings.lookback :], rows.iloc[-settings.lookback :]
+        if len(rows) < MIN_ROWS:
+            raise InputError(f"needs at least {MIN_ROWS} rows, got {len(rows)}")
         columns = list(PRICE_COLUMNS)
         if "volume" in rows.columns and rows["volume"].notna().any():
             columns.append("volume")
@@ -243,18 +245,38 @@ def run_table(
             raise InputError(f"series {bad[0][0]!r}: {bad[0][1]}")
         good = [p for p in chunk if p.error is None]
         rows = []
-        if good:
-            done = forecast([p.series for p in good])
-            rows = [forecast_frame(p.id, f, p.series, p.columns, settings) for p, f in zip(good, done)]
+        for p, f in zip(good, decode_isolating(forecast, good, bad)):
+            if f is not None:
+                rows.append(forecast_frame(p.id, f, p.series, p.columns, settings))
+        if bad and on_error == "raise":
+            raise InputError(f"series {bad[0][0]!r}: {bad[0][1]}")
         part = pd.concat(rows, ignore_index=True) if rows else empty_output(df, settings)
         errors.extend(bad)
         parts.append(part)
         if on_chunk is not None:
             on_chunk(part, bad)
     result = pd.concat(parts, ignore_index=True) if parts else empty_output(df, settings)
-    result.attrs["errors"] = pd.DataFrame(errors, columns=list(ERROR_COLUMNS))
+    # Plain values only: pandas compares attrs when frames are concatenated (a DataFrame there breaks concat).
+    result.attrs["errors"] = {series_id: message for series_id, message in errors}
     result.attrs["seed"] = int(call_seed)
     return result
+
+
+def decode_isolating(forecast, good: list[Prepared], bad: list[tuple[Hashable, str]]) -> list[Forecast | None]:
+    """The chunk's forecasts; when the decoder rejects the chunk (a check this module does not repeat),
+    each series is decoded alone so only the one at fault fails (its message joins ``bad``)."""
+    if not good:
+        return []
+    try:
+        return forecast([p.series for p in good])
+    except InputError as exc:
+        if len(good) == 1:
+            bad.append((good[0].id, str(exc).removeprefix("series[0]: ")))
+            return [None]
+    done: list[Forecast | None] = []
+    for p in good:
+        done.extend(decode_isolating(forecast, [p], bad))
+    return done
 
 
 def empty_output(df: pd.DataFrame, settings: TableSettings) -> pd.DataFrame:
