@@ -142,16 +142,18 @@ __all__ = [
 ]
 
 
-def universe_frame(count: int, rows: int, names: tuple[str, ...] = TRAIN_NAMES + HELDOUT_NAMES) -> pd.DataFrame:
+def universe_frame(
+    count: int, rows: int, names: tuple[str, ...] = TRAIN_NAMES + HELDOUT_NAMES, *, stride: int | None = None
+) -> pd.DataFrame:
     """A long table of ``count`` real series of ``rows`` candles each (id, timestamps, open, high, low, close,
-    volume): consecutive non-overlapping stretches of the instruments in ``names``, taken in turn from the
-    newest back, named ``<instrument>-<k>``. For universe tests and benchmarks: real candles, real calendars."""
+    volume): stretches of the instruments in ``names`` ending every ``stride`` rows (default ``rows``: no
+    overlap), taken in turn from the newest back, named ``<instrument>-<k>``. For universe tests and benchmarks: real candles, real calendars."""
     loaded = [load_series(name) for name in names]
     frames, k = [], 0
     while len(frames) < count:
         took = False
         for s in loaded:
-            end = len(s) - k * rows
+            end = len(s) - k * (stride or rows)
             if end - rows < 0 or len(frames) >= count:
                 continue
             took = True
