@@ -52,8 +52,8 @@ import torch
 
 from model import Forecast, InputError, SeriesInput
 
-from .errors import ForecastTimeout, ModelNotReady, QueueFull, ServiceError
-from .metrics import ServiceMetrics
+from ..errors import ForecastTimeout, ModelNotReady, QueueFull, ServiceError
+from ..metrics import ServiceMetrics
 
 logger = logging.getLogger("kronos.batching")
 
