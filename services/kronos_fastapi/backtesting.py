@@ -37,9 +37,10 @@ from model.evaluation import (
 )
 
 from .errors import InvalidRequest
-from .forecasting import PreparedSeries, _validate, candles_array, new_series, parse_json
+from .forecasting import _validate, parse_json
 from .responses import float32_digits
 from .schemas import SEED_LIMIT, BacktestRequest, SingleRequest
+from .series_input import PreparedSeries, candles_array, new_series
 from .settings import Settings
 
 CLOSE = 3

@@ -17,7 +17,7 @@ from model.evaluation import up_probability
 from model.series.candles import RULE
 
 from .errors import InvalidRequest
-from .forecasting import PreparedSeries
+from .series_input import PreparedSeries
 
 CLOSE = COLUMNS.index("close")
 

@@ -1,6 +1,6 @@
 """The service layer between the routes and the model: loading, readiness, and forecasting off the
 event loop. Routes call ``ForecastService.forecast``, which queues the series with the batching
-scheduler (``batching.py``); the model runs on its own thread: decode steps that series join and
+scheduler (``batching/``); the model runs on its own thread: decode steps that series join and
 leave (``model.decoding.engine.DecodeEngine``, the default), or one request-level batch at a time.
 """
 

@@ -1,34 +1,37 @@
-"""The dynamic batcher between the routes and the model, as a package (``common.py`` holds it all for
-now). Every name the service and the tests import is re-exported here."""
+"""The dynamic batcher between the routes and the model: the series of concurrent requests wait in
+one bounded queue and are decoded together, within a budget of sample paths per model batch.
+
+Two ways to run the model (``KRONOS_BATCHING``), each a scheduler of its own over one queue:
+
+- ``common.py``: what both share: the bounded queue, admission (503 + Retry-After), the budgets,
+  the wait for company, the request's deadline, cancellation and shutdown.
+- ``step_level.py``: **step** (the default, given a ``step_model``): iteration-level scheduling;
+  series join and leave a running batch between decode steps.
+- ``request_level.py``: **request**: a batch is formed once and runs to its end;
+  ``forecast_splitting`` retries one that runs out of memory in halves.
+- ``scheduler.py``: ``BatchScheduler``, the one the service builds, picks between them per batch.
+"""
 
 from __future__ import annotations
 
-from .common import (
-    DONE,
-    QUEUED,
-    RUNNING,
-    BatchScheduler,
-    Job,
-    OnDone,
-    Outcome,
-    Predict,
-    RunBatch,
-    StepModel,
-    StepReport,
-    forecast_splitting,
-    is_out_of_memory,
-)
+from .common import DONE, QUEUED, RUNNING, BatchQueue, Job, OnDone, Outcome, is_out_of_memory
+from .request_level import Predict, RequestLevel, RunBatch, forecast_splitting
+from .scheduler import BatchScheduler
+from .step_level import StepLevel, StepModel, StepReport
 
 __all__ = [
-    "BatchScheduler",
     "DONE",
+    "QUEUED",
+    "RUNNING",
+    "BatchQueue",
+    "BatchScheduler",
     "Job",
     "OnDone",
     "Outcome",
     "Predict",
-    "QUEUED",
-    "RUNNING",
+    "RequestLevel",
     "RunBatch",
+    "StepLevel",
     "StepModel",
     "StepReport",
     "forecast_splitting",

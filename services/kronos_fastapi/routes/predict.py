@@ -15,9 +15,10 @@ from model import Forecast
 from ..backtesting import calibration_plan, calibration_result
 from ..catalog import ModelCatalog
 from ..errors import ClientDisconnected
-from ..forecasting import ParsedRequest, PreparedSeries, parse_batch, parse_single
+from ..forecasting import ParsedRequest, parse_batch, parse_single
 from ..responses import forecast_result, legacy_result
 from ..schemas import BatchResponse, LegacySingleResponse, SingleResponse
+from ..series_input import PreparedSeries
 from ..service import ForecastService
 from ..settings import Settings
 from .common import CatalogDep, SettingsDep, error_responses

@@ -1,55 +1,65 @@
-"""Request and response bodies of the HTTP API, as a package (``predict.py`` holds them all for now).
-Every name is re-exported here: ``from .schemas import X`` keeps working."""
+"""Request and response bodies of the HTTP API (the OpenAPI schema is generated from these), by API
+family: ``predict.py``, ``backtest.py``, ``models.py`` (the models, readiness and health), and what
+they share in ``common.py`` (the candle field types, the strict base, who served an answer, the error
+body). A new family gets a module of its own beside them. Every name is re-exported here:
+``from .schemas import X`` works for all of them.
+"""
 
 from __future__ import annotations
 
-from .predict import (
-    MAX_ABS_VALUE,
-    ROW_TAGS,
-    SEED_LIMIT,
+from .backtest import (
     BacktestRequest,
     BacktestResponse,
     BacktestWindow,
     BaselineMetrics,
     Baselines,
+    Coverage,
+    ForecastMetrics,
+    HorizonMetrics,
+    ReliabilityBin,
+    Skill,
+)
+from .common import (
+    MAX_ABS_VALUE,
+    ROW_TAGS,
+    SEED_LIMIT,
+    Candle,
+    CandleRow,
+    ErrorInfo,
+    ErrorResponse,
+    Number,
+    ServedBy,
+    ValuesRow,
+)
+from .models import (
     BatchingInfo,
+    DetailedHealthResponse,
+    HealthResponse,
+    ModelInfo,
+    ModelsResponse,
+    ReadyResponse,
+    ServedModel,
+)
+from .predict import (
     BatchRequest,
     BatchResponse,
     CalibratedBand,
     CalibratedBands,
     CalibratedRow,
     CalibrationRequest,
-    Candle,
-    CandleRow,
     CandleValues,
     CloseBand,
-    Coverage,
-    DetailedHealthResponse,
-    ErrorInfo,
-    ErrorResponse,
-    ForecastMetrics,
     ForecastResult,
     ForecastRow,
-    HealthResponse,
-    HorizonMetrics,
     LegacyBatchItem,
     LegacyBatchRequest,
     LegacyRow,
     LegacySingleRequest,
     LegacySingleResponse,
-    ModelInfo,
-    ModelsResponse,
-    Number,
     Overrides,
     QuantileBand,
-    ReadyResponse,
-    ReliabilityBin,
-    ServedBy,
-    ServedModel,
     SingleRequest,
     SingleResponse,
-    Skill,
-    ValuesRow,
 )
 
 __all__ = [
