@@ -92,6 +92,8 @@ class PretrainedMixin:
     """``from_pretrained`` (a checkpoint folder, ``bundled`` or a hub id) / ``save_pretrained`` (a folder)."""
 
     config_class: type
+    # Where this class's half of the bundled pair lives inside the bundled folder ("" = the folder itself).
+    bundled_subfolder: str = ""
 
     @classmethod
     def from_pretrained(
@@ -103,8 +105,11 @@ class PretrainedMixin:
     ) -> M:
         """Load ``source``: a folder, ``bundled``, or an ``org/name`` hub id (``revision``: a commit, branch
         or tag) fetched with huggingface_hub. ``model.checkpoint`` tells where it came from."""
-        from .hub import resolve_checkpoint
+        from .bundled import bundled_model_path
+        from .hub import BUNDLED, resolve_checkpoint
 
+        if str(source) == BUNDLED and cls.bundled_subfolder:
+            source = bundled_model_path() / cls.bundled_subfolder
         checkpoint = resolve_checkpoint(source, revision)
         folder = checkpoint.folder
         config = read_config(folder, cls.config_class)

@@ -39,6 +39,11 @@ from .sampling import SamplingParams
 from .table import DEFAULT_BATCH_SIZE, TableSettings, run_table
 
 
+def global_seed() -> int:
+    """A seed drawn from torch's global CPU generator (``torch.manual_seed`` governs it, as upstream)."""
+    return int(torch.randint(0, 2**SEED_BITS, (1,)).item())
+
+
 class KronosPredictor:
     """Forecast candles with a Kronos predictor and its tokenizer (a drop-in for the reference)."""
 
@@ -206,7 +211,7 @@ class KronosPredictor:
         top_k: int = 0,
         top_p: float = 0.9,
         sample_count: int = 1,
-        verbose: bool = False,
+        verbose: bool = True,
         seed: int | None = None,
         *,
         clean: bool = False,
@@ -218,7 +223,11 @@ class KronosPredictor:
         columns df lacks (volume, amount) are left out, instead of the reference's numbers.
         ``window="rolling"``: see ``SeriesInput.window`` (faster once the window slides; not the reference's).
         ``model.future_timestamps(x_timestamp, pred_len)`` makes a y_timestamp on df's own calendar.
+        Without ``seed`` the seed is drawn from torch's global generator, so ``torch.manual_seed(n)``
+        before the call makes it reproducible, as with the reference. ``verbose`` is accepted for the
+        reference's signature (default True as there); the cached decoder prints no progress.
         """
+        seed = global_seed() if seed is None else seed
         series = self._frame_input(df, x_timestamp, y_timestamp, pred_len, T, top_k, top_p, sample_count, seed)
         series.clean, series.window = clean, window
         (forecast,) = self.forecast([series])
@@ -234,7 +243,7 @@ class KronosPredictor:
         top_k: int = 0,
         top_p: float = 0.9,
         sample_count: int = 1,
-        verbose: bool = False,
+        verbose: bool = True,
         seed: int | None = None,
         *,
         clean: bool = False,
@@ -243,8 +252,9 @@ class KronosPredictor:
         """Forecast several series in one batch; unlike the reference, lengths and pred_len may differ.
 
         With a seed, series i uses seed + i, so each answer is the one ``predict`` gives with that seed.
-        ``clean`` and ``window`` as in ``predict``.
+        ``clean``, ``window``, ``verbose`` and a missing seed (drawn once, from torch's generator) as in ``predict``.
         """
+        seed = global_seed() if seed is None else seed
         if not isinstance(df_list, (list, tuple)) or not df_list:
             raise InputError("df_list must be a non-empty list of DataFrames")
         n = len(df_list)
@@ -257,7 +267,7 @@ class KronosPredictor:
         if len(pred_lens) != n:
             raise InputError(f"pred_len has {len(pred_lens)} entries for {n} series")
         inputs = [
-            self._frame_input(df, xs, ys, p, T, top_k, top_p, sample_count, None if seed is None else seed + i, i)
+            self._frame_input(df, xs, ys, p, T, top_k, top_p, sample_count, seed + i, i)
             for i, (df, xs, ys, p) in enumerate(zip(df_list, x_timestamp_list, y_timestamp_list, pred_lens))
         ]
         for series in inputs:

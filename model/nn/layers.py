@@ -36,7 +36,9 @@ class RotaryEmbedding(nn.Module):
 
     def _tables(self, length: int) -> tuple[Tensor, Tensor]:
         # Tables are rebuilt when inv_freq is loaded or moved (its version/device changes).
-        key = (self.inv_freq._version, self.inv_freq.device, self.inv_freq.data_ptr())
+        # (An inference tensor, from a model built under torch.inference_mode(), has no version counter.)
+        version = -1 if self.inv_freq.is_inference() else self.inv_freq._version
+        key = (version, self.inv_freq.device, self.inv_freq.data_ptr())
         if self._table is None or self._table[0] != key or self._table[1].shape[0] < length:
             size = max(length, 64 if self._table is None else self._table[1].shape[0] * 2)
             t = torch.arange(size, device=self.inv_freq.device, dtype=self.inv_freq.dtype)

@@ -27,6 +27,7 @@ class _QuantizerBuffers(nn.Module):
 
 class KronosTokenizer(PretrainedMixin, nn.Module):
     config_class = TokenizerConfig
+    bundled_subfolder = "tokenizer"  # from_pretrained("bundled") loads the bundled pair's tokenizer
 
     def __init__(self, config: TokenizerConfig):
         super().__init__()

@@ -147,7 +147,8 @@ def universe_frame(
 ) -> pd.DataFrame:
     """A long table of ``count`` real series of ``rows`` candles each (id, timestamps, open, high, low, close,
     volume): stretches of the instruments in ``names`` ending every ``stride`` rows (default ``rows``: no
-    overlap), taken in turn from the newest back, named ``<instrument>-<k>``. For universe tests and benchmarks: real candles, real calendars."""
+    overlap), taken in turn from the newest back, named ``<instrument>-<k>``. For universe tests and
+    benchmarks: real candles, real calendars."""
     loaded = [load_series(name) for name in names]
     frames, k = [], 0
     while len(frames) < count:
