@@ -21,8 +21,8 @@ import httpx
 import psutil
 from deploy_support import ServiceInstance
 
-from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, write_random_pair
 from model.nn.config import PredictorConfig
+from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, write_random_pair
 
 # Kronos-base as published: d_model 832, 12 layers, ff_dim 2048 (heads: 832 = 16 x 52).
 KRONOS_BASE = PredictorConfig(s1_bits=10, s2_bits=10, n_layers=12, d_model=832, n_heads=16, ff_dim=2048)

@@ -101,8 +101,8 @@ def test_api_key_forms(header):
 
 
 def test_a_broken_checkpoint_fails_readiness_with_the_path(tmp_path):
-    from model.nn.synthetic import write_random_pair
     from model.nn.config import PredictorConfig, TokenizerConfig
+    from model.nn.synthetic import write_random_pair
 
     predictor_cfg = PredictorConfig(s1_bits=4, s2_bits=4, n_layers=1, d_model=16, n_heads=2, ff_dim=32)
     tokenizer_cfg = TokenizerConfig(
@@ -122,8 +122,8 @@ def test_a_broken_checkpoint_fails_readiness_with_the_path(tmp_path):
 
 
 def test_a_custom_checkpoint_in_the_original_layout_serves(tmp_path):
-    from model.nn.synthetic import write_random_pair
     from model.nn.config import PredictorConfig, TokenizerConfig
+    from model.nn.synthetic import write_random_pair
 
     predictor_cfg = PredictorConfig(s1_bits=4, s2_bits=4, n_layers=1, d_model=16, n_heads=2, ff_dim=32)
     tokenizer_cfg = TokenizerConfig(
