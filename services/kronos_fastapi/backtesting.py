@@ -130,6 +130,11 @@ def parse_backtest(body: bytes, settings: Settings) -> Backtest:
     request = _validate(BacktestRequest, parse_json(body))
     if request.calibration is not None:
         raise InvalidRequest('calibration: not a backtest field; send "calibrate": true to score calibrated bands')
+    if request.return_paths:
+        raise InvalidRequest(
+            "return_paths: not a backtest field; POST a window's rows to /v1/predict/single with its seed and "
+            '"return_paths": true for its sample paths'
+        )
     full = new_series(request.model_copy(update={"quantiles": None, "calibration": None}), settings, ())
     candles = candles_array(request.data, (), "data")
     pred_len = full.series.pred_len

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import InvalidJSON, InvalidRequest, invalid_request_from
+from .errors import InvalidJSON, InvalidRequest, field_path, invalid_request_from
 from .schemas import BatchRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
 from .series_input import PreparedSeries, legacy_series, new_series
 from .settings import Settings
@@ -87,15 +87,47 @@ def _is_legacy(body: dict[str, Any], new_fields: frozenset[str], legacy_fields: 
     return bool(legacy)
 
 
+def _check_path_values(parsed: ParsedRequest, settings: Settings) -> ParsedRequest:
+    """The sample paths asked for (``return_paths``) hold at most KRONOS_MAX_PATH_VALUES numbers, summed
+    over the items; else a 422 naming the item's ``return_paths`` that goes over."""
+    total = 0
+    for i, item in enumerate(parsed.items):
+        if not item.return_paths:
+            continue
+        s = item.series
+        values = s.sample_count * s.pred_len * item.columns
+        total += values
+        if total <= settings.max_path_values:
+            continue
+        where = (("items" if parsed.legacy else "batch", i) if parsed.batch else ()) + (
+            ("overrides", "return_paths") if parsed.legacy else ("return_paths",)
+        )
+        name, limit = field_path(where), settings.max_path_values
+        counted = f"{s.sample_count} paths × {s.pred_len} candles × {item.columns} columns = {values} numbers"
+        if total > values:
+            counted += f", {total} with the items before it"
+        raise InvalidRequest(
+            f"{name}: {counted}, more than the limit of {limit} (KRONOS_MAX_PATH_VALUES); ask for fewer "
+            "sample paths, a shorter pred_len or fewer items with return_paths",
+            {
+                "field": name,
+                "message": f"{total} numbers of sample paths, limit {limit}",
+                "values": total,
+                "limit": limit,
+            },
+        )
+    return parsed
+
+
 def parse_single(body: bytes, settings: Settings) -> ParsedRequest:
     obj = parse_json(body)
     if _is_legacy(obj, _NEW_SINGLE, _LEGACY_SINGLE):
         request = _validate(LegacySingleRequest, obj)
-        return ParsedRequest(True, False, [legacy_series(request, settings, ())])
+        return _check_path_values(ParsedRequest(True, False, [legacy_series(request, settings, ())]), settings)
     request = _validate(SingleRequest, obj)
     item = new_series(request, settings, ())
     item.request = request
-    return ParsedRequest(False, False, [item])
+    return _check_path_values(ParsedRequest(False, False, [item]), settings)
 
 
 def parse_batch(body: bytes, settings: Settings) -> ParsedRequest:
@@ -120,4 +152,4 @@ def parse_batch(body: bytes, settings: Settings) -> ParsedRequest:
         items = [new_series(item, settings, ("batch", i)) for i, item in enumerate(request.batch)]
     for item in items:
         item.model = item.model or request.model
-    return ParsedRequest(legacy, True, items)
+    return _check_path_values(ParsedRequest(legacy, True, items), settings)

@@ -3,6 +3,7 @@
 Values are rounded to 7 significant digits, what float32 (the model's precision) holds, so
 ``105.0`` is not sent as ``104.99999237060547``; rounding keeps the order of values, so repaired
 candles stay valid. Columns the request did not give (volume, amount) are null, not invented.
+With ``return_paths`` every sample path is sent the same way (``paths``): the mean is their mean.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def _candles(values: np.ndarray, columns: int) -> list[dict[str, Any]]:
     return [{**dict(zip(COLUMNS, row)), **missing} for row in rounded]
 
 
+def sample_paths(forecast: Forecast, columns: int) -> list[list[dict[str, Any]]]:
+    """Every sample path's candles as the mean's: the service asks for clean forecasts, so they are the
+    repaired paths ``forecast.mean`` averages; rounded, and the columns the request lacked null."""
+    rounded = float32_digits(forecast.samples[:, :, :columns])
+    missing = dict.fromkeys(COLUMNS[columns:])
+    return [[{**dict(zip(COLUMNS, row)), **missing} for row in path] for path in rounded]
+
+
 def _rows(values: np.ndarray, stamps: list[str | None], columns: int) -> list[dict[str, Any]]:
     return [
         {"step": i + 1, "timestamp": stamp, **candle}
@@ -96,7 +105,7 @@ def forecast_result(item: PreparedSeries, forecast: Forecast, index: int = 0, ba
         ]
         closes = float32_digits(forecast.close_quantiles(item.quantiles))
         close_bands = [{"level": q, "close": values} for q, values in zip(item.quantiles, closes)]
-    return {
+    body = {
         "pred_len": item.series.pred_len,
         "sample_count": item.series.sample_count,
         "seed": forecast.seed,
@@ -107,6 +116,9 @@ def forecast_result(item: PreparedSeries, forecast: Forecast, index: int = 0, ba
         "notes": item.notes + _repair_note(forecast),
         "p_up": _p_up(item, forecast),
     }
+    if item.return_paths:
+        body["paths"] = sample_paths(forecast, item.columns)
+    return body
 
 
 def _p_up(item: PreparedSeries, forecast: Forecast) -> list[float] | None:
@@ -130,9 +142,12 @@ def legacy_result(
         {"timestamp": t.isoformat(), **candle}
         for t, candle in zip(forecast.timestamps, _candles(forecast.mean, item.columns))
     ]
-    return {
+    body = {
         "series_id": item.series_id,
         "prediction": prediction,
         "model_version": model_version,
         "tokenizer_version": tokenizer_version,
     }
+    if item.return_paths:
+        body["paths"] = sample_paths(forecast, item.columns)
+    return body

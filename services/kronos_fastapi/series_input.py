@@ -41,6 +41,7 @@ class PreparedSeries:
     repaired_input: int = 0  # input rows repaired at the request's ask (``repair_input``)
     request: SingleRequest | None = None  # the parsed single request (calibrated predict builds windows from it)
     model: str | None = None  # the served model's name; None: the default model
+    return_paths: bool = False  # the response carries every sample path (``paths``)
 
     @property
     def columns(self) -> int:
@@ -240,6 +241,7 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
         notes,
         repaired,
         model=request.model,
+        return_paths=request.return_paths,
     )
 
 
@@ -297,5 +299,13 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         clean=True,
     )
     return PreparedSeries(
-        series, len(request.candles), None, True, request.series_id, notes, repaired, model=request.model
+        series,
+        len(request.candles),
+        None,
+        True,
+        request.series_id,
+        notes,
+        repaired,
+        model=request.model,
+        return_paths=bool(overrides.return_paths),
     )

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     max_backtest_paths: int = Field(
         320, ge=1, description="most sample paths in one /v1/backtest (windows × sample_count) or calibrated predict"
     )
+    max_path_values: int = Field(
+        200_000,
+        ge=1,
+        description="most numbers of sample paths one predict request returns (return_paths): sample_count × "
+        "pred_len × columns, summed over a batch's items",
+    )
     default_freq: str = Field("D", description="pandas frequency of rows sent without timestamps")
     rate_limit_per_minute: int = Field(100, ge=0, description="requests per minute per client (0 = off)")
     max_request_size_mb: float = Field(10.0, gt=0, description="largest request body, in MiB")

@@ -160,9 +160,10 @@ def test_page_loads_with_the_example_charted(visit):
     assert visit.pixels("history") > 500
     assert visit.pixels("forecast") < 50  # a few anti-aliased edges at most
     assert visit.page.is_hidden("#message")
-    # What this server lacks is not offered: no key needed, no sample-path option yet.
-    for absent in ("#api-key", "#show-paths"):
-        assert visit.page.is_hidden(absent), absent
+    # What this server lacks is not offered (no key needed); what it has is (sample paths, return_paths).
+    assert visit.page.is_hidden("#api-key")
+    assert visit.page.is_visible("#show-paths") and not visit.page.is_checked("#show-paths")
+    assert visit.page.is_hidden("#legend-paths")  # until paths are drawn
     # The models it serves (GET /v1/models) are offered, its default chosen.
     expect(visit.page.locator("#model")).to_be_visible()
     assert visit.page.locator("#model option").all_inner_texts() == ["kronos-demo"]
@@ -206,6 +207,37 @@ def test_forecast_draws_the_forecast_and_its_band(visit):
     with visit.page.expect_download() as download:
         visit.page.click("#download-json")
     assert Path(download.value.path()).read_text() == response.text()
+    visit.assert_clean()
+
+
+def test_the_sample_paths_toggle_draws_every_path(visit):
+    visit.goto()
+    visit.page.fill("#pred-len", "10")
+    visit.page.fill("#sample-count", "6")
+    response = visit.forecast()
+    assert response.status == 200, response.text()
+    assert "return_paths" not in _sent(response) and "paths" not in response.json()
+    assert visit.page.get_attribute("#chart", "data-paths") == "0"
+    visit.page.check("#show-paths")
+    response = visit.forecast()
+    assert response.status == 200, response.text()
+    assert _sent(response)["return_paths"] is True
+    assert len(response.json()["paths"]) == 6
+    # One thin line series per path, over the forecast; the legend names them.
+    assert visit.page.get_attribute("#chart", "data-paths") == "6"
+    assert visit.page.is_visible("#legend-paths")
+    visit.wait_for_pixels("forecast", 100)
+    visit.shot("02b-sample-paths")
+    # The backtest sends the form's settings but never return_paths (not a backtest field).
+    visit.page.fill("#bt-windows", "2")
+    with visit.page.expect_response("**/v1/backtest", timeout=FORECAST_TIMEOUT_MS) as answer:
+        visit.page.click("#backtest")
+    assert answer.value.status == 200, answer.value.text()
+    assert "return_paths" not in json.loads(answer.value.request.post_data)
+    visit.page.uncheck("#show-paths")
+    visit.forecast()
+    assert visit.page.get_attribute("#chart", "data-paths") == "0"
+    assert visit.page.is_hidden("#legend-paths")
     visit.assert_clean()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from pydantic.json_schema import SkipJsonSchema
 
 from .common import Number, ServedBy
@@ -50,6 +50,8 @@ class BacktestRequest(SingleRequest):
     calibrate: bool = Field(False, description="also score bands calibrated on each window's earlier windows only")
     # predict's calibration is not a backtest field: hidden from the schema, refused with a pointer to `calibrate`
     calibration: SkipJsonSchema[CalibrationRequest | None] = None
+    # nor is return_paths: a window's paths come from /v1/predict/single with its rows and seed
+    return_paths: SkipJsonSchema[StrictBool] = False
 
 
 class BacktestWindow(BaseModel):

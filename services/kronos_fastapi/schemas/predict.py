@@ -94,6 +94,12 @@ class SingleRequest(_Strict):
         "every step recomputes the window); rolling: keep the cache and drop the oldest key/value per step "
         "(sliding-window attention): several times faster for such forecasts, not equal to the reference",
     )
+    return_paths: StrictBool = Field(
+        False,
+        description="also return every sample path (`paths`: sample_count lists of pred_len candles, repaired and "
+        "with the columns of `forecast`, whose mean they are); at most KRONOS_MAX_PATH_VALUES numbers "
+        "(sample_count × pred_len × columns, summed over a batch's items), else a 422",
+    )
     calibration: CalibrationRequest | None = Field(
         None,
         description="/v1/predict/single only: also return the quantile bands calibrated on this request's own last "
@@ -138,6 +144,9 @@ class Overrides(_Strict):
     sample_count: StrictInt | None = Field(None, ge=1)
     seed: StrictInt | None = Field(None, ge=0, lt=SEED_LIMIT, description="an addition: makes the answer reproducible")
     repair_input: StrictBool | None = Field(None, description="an addition: repair invalid input candles, not a 422")
+    return_paths: StrictBool | None = Field(
+        None, description="an addition: also return every sample path (`paths`), as `return_paths` of the data shape"
+    )
 
 
 class LegacySingleRequest(_Strict):
@@ -247,6 +256,11 @@ class ForecastResult(BaseModel):
         None, description="per step, the share of sample paths closing above the last input close (sample_count > 1)"
     )
     calibration: CalibratedBands | None = Field(None, description="bands calibrated on past windows, when asked for")
+    paths: list[list[CandleValues]] | None = Field(
+        None,
+        description="with return_paths only (absent otherwise): every sample path, sample_count lists of pred_len "
+        "candles in `forecast`'s steps, repaired and rounded as it is; `forecast` is their mean",
+    )
     model_name: str | None = Field(None, description="in a batch: the model that forecast this item")
 
 
@@ -268,3 +282,7 @@ class LegacySingleResponse(BaseModel):
     prediction: list[LegacyRow]
     model_version: str
     tokenizer_version: str
+    paths: list[list[CandleValues]] | None = Field(
+        None,
+        description="with overrides.return_paths only (absent otherwise): every sample path, in prediction's steps",
+    )

@@ -21,7 +21,7 @@ async function loadConfig() {
   if (cfg.max_pred_len) $("pred-len").max = cfg.max_pred_len;
   if (cfg.max_sample_count) $("sample-count").max = cfg.max_sample_count;
   $("api-key-row").hidden = !cfg.api_key_required;
-  $("paths-option").hidden = $("legend-paths").hidden = !cfg.sample_flag;
+  $("paths-option").hidden = !cfg.sample_flag; // the legend's entry shows once paths are drawn
   if (!cfg.backtest) backtestUnavailable();
 }
 

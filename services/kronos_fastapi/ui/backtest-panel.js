@@ -103,7 +103,7 @@ async function runBacktest() {
     const extra = { windows: wholeNumber("bt-windows", "Windows", 1), calibrate: $("bt-calibrate").checked };
     if ($("bt-step").value.trim()) extra.step = wholeNumber("bt-step", "Rows between origins", 1);
     if ($("bt-lookback").value.trim()) extra.lookback = wholeNumber("bt-lookback", "Rows of context", 1);
-    request = forecastBody(extra);
+    request = forecastBody(extra, { paths: false });
   } catch (error) {
     if (!(error instanceof RangeError)) throw error;
     showMessage(error.message, $("backtest-message"));

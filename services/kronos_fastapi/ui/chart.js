@@ -119,6 +119,13 @@ function clearForecast() {
   band.setPoints([]);
   pathSeries.forEach((s) => chart.removeSeries(s));
   pathSeries = [];
+  showPathCount();
+}
+
+// How many sample paths are drawn: on the chart element (for tests and scripts) and in the legend.
+function showPathCount() {
+  $("chart").dataset.paths = String(pathSeries.length);
+  $("legend-paths").hidden = pathSeries.length === 0;
 }
 
 function clearBacktest() {
@@ -210,6 +217,7 @@ export function drawForecast(json, levels) {
       );
       pathSeries.push(line);
     });
+    showPathCount();
   }
   if (rows.some((r) => r.volume === null || r.volume === undefined)) note += "No volume forecast (none in the input). ";
   // Whatever the server says about the answer (e.g. candles it repaired), as it says it.

@@ -24,8 +24,9 @@ function positive(id, label, max) {
   return value;
 }
 
-// The request body as JSON text (the seed goes in as typed: it may be above 2^53).
-export function forecastBody(extra = {}) {
+// The request body as JSON text (the seed goes in as typed: it may be above 2^53). With paths false the
+// sample paths are not asked for (the backtest takes no return_paths).
+export function forecastBody(extra = {}, { paths = true } = {}) {
   const s = state.series;
   const cfg = state.config;
   const body = {
@@ -39,7 +40,7 @@ export function forecastBody(extra = {}) {
   const levels = $("band").value ? $("band").value.split(",").map(Number) : null;
   if (levels && body.sample_count >= 2) body.quantiles = [levels[0], 0.5, levels[1]];
   if (cfg.model_field && !$("model").hidden && $("model").value) body.model = $("model").value;
-  if (cfg.sample_flag && $("show-paths").checked) body[cfg.sample_flag] = true;
+  if (paths && cfg.sample_flag && $("show-paths").checked) body[cfg.sample_flag] = true;
   Object.assign(body, extra);
   const seed = $("seed").value.trim();
   let text = JSON.stringify(body);
