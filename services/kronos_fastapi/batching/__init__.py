@@ -14,12 +14,24 @@ Two ways to run the model (``KRONOS_BATCHING``), each a scheduler of its own ove
 
 from __future__ import annotations
 
-from .common import DONE, QUEUED, RUNNING, BatchQueue, Job, OnDone, Outcome, is_out_of_memory
+from .common import (
+    BACKGROUND,
+    DONE,
+    QUEUED,
+    RUNNING,
+    BatchQueue,
+    Job,
+    OnDone,
+    Outcome,
+    background_priority,
+    is_out_of_memory,
+)
 from .request_level import Predict, RequestLevel, RunBatch, forecast_splitting
 from .scheduler import BatchScheduler
 from .step_level import StepLevel, StepModel, StepReport
 
 __all__ = [
+    "BACKGROUND",
     "DONE",
     "QUEUED",
     "RUNNING",
@@ -34,6 +46,7 @@ __all__ = [
     "StepLevel",
     "StepModel",
     "StepReport",
+    "background_priority",
     "forecast_splitting",
     "is_out_of_memory",
 ]

@@ -17,12 +17,19 @@ request's side of it (admission, Retry-After, the deadline, cancellation, shutdo
 
 How the queue turns into model batches is the schedulers' part: ``request_level.py`` and
 ``step_level.py``.
+
+**Background work** (``/v1/jobs`` items, submitted under ``background_priority()``) waits in a queue
+of its own behind every interactive request: it is admitted only while no interactive series waits,
+its rows and tokens hold at most ``background_share`` of the budgets (one background series may run
+alone when none does), it does not count against ``max_queue`` (the job worker bounds what it has in
+flight) and it has no deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import threading
@@ -46,6 +53,20 @@ QUEUED, RUNNING, DONE = "queued", "running", "done"
 RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 60
 
 Outcome = Forecast | None | BaseException
+# Set by the job worker: series submitted in this context queue as background work (see the docstring).
+BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("kronos_background", default=False)
+
+
+@contextlib.contextmanager
+def background_priority():
+    """Series submitted within (from this task and the tasks it starts) queue as background work."""
+    token = BACKGROUND.set(True)
+    try:
+        yield
+    finally:
+        BACKGROUND.reset(token)
+
+
 # Told, from the model thread, that series i of a batch is done: its answer need not wait for the rest.
 OnDone = Callable[[int, Forecast], None]
 
@@ -79,6 +100,7 @@ class Job:
     enqueued: float  # time.monotonic()
     tokens: int  # sample_count × (context seen + pred_len)
     state: str = QUEUED
+    background: bool = False  # a job item: queued behind interactive requests, within background_share
 
     @property
     def rows(self) -> int:
@@ -112,6 +134,8 @@ class BatchQueue:
         self.max_queue = max_queue
         self.timeout_s = timeout_s
         self._queue: deque[Job] = deque()
+        self._background: deque[Job] = deque()  # job items, admitted behind every interactive series
+        self.background_share = 1.0  # most of each budget background rows and tokens may hold
         self._running: list[Job] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -127,6 +151,14 @@ class BatchQueue:
         """Series waiting for the model."""
         return len(self._queue)
 
+    @property
+    def background_depth(self) -> int:
+        """Background series (job items) waiting for the model."""
+        return len(self._background)
+
+    def _queue_of(self, job: Job) -> deque[Job]:
+        return self._background if job.background else self._queue
+
     def retry_after_s(self) -> int:
         """How long the queue now takes to drain, by the recent model time per series."""
         per_series = self._seconds_per_series or 0.0
@@ -140,7 +172,8 @@ class BatchQueue:
         """
         if self._closed:
             raise ModelNotReady("the service is shutting down", {"state": "stopping"})
-        if self.depth + len(series) > self.max_queue:
+        background = BACKGROUND.get()
+        if not background and self.depth + len(series) > self.max_queue:
             retry = self.retry_after_s()
             raise QueueFull(
                 f"the forecast queue is full ({self.depth} series waiting, the limit is {self.max_queue}: "
@@ -153,12 +186,16 @@ class BatchQueue:
             self._task = loop.create_task(self._serve(), name="kronos-batcher")
             self._task.add_done_callback(self._stopped)
         now = time.monotonic()
-        jobs = [Job(replace(s, cancel=threading.Event()), loop.create_future(), now, self._tokens(s)) for s in series]
+        jobs = [
+            Job(replace(s, cancel=threading.Event()), loop.create_future(), now, self._tokens(s), background=background)
+            for s in series
+        ]
         with self._lock:
-            self._queue.extend(jobs)
+            (self._background if background else self._queue).extend(jobs)
         self._changed()
         try:
-            return list(await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), self.timeout_s))
+            timeout = None if background else self.timeout_s
+            return list(await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), timeout))
         except asyncio.TimeoutError:
             self._abandon(jobs, "timeout")
             raise ForecastTimeout(
@@ -188,7 +225,7 @@ class BatchQueue:
         with self._lock:
             for job in jobs:
                 if job.state == QUEUED:
-                    self._queue.remove(job)
+                    self._queue_of(job).remove(job)
                     left += 1
                 elif job.state == RUNNING:
                     job.series.cancel.set()
@@ -211,24 +248,40 @@ class BatchQueue:
     def _fits(self, rows: int, tokens: int) -> bool:
         return rows <= self.max_rows and tokens <= self.max_tokens
 
+    def _background_fits(self, running: list[Job], head: Job, row_cap: int) -> bool:
+        """A background job may join: its kind then holds at most background_share of each budget (or
+        it is the only background job running, so a job item bigger than the share still runs)."""
+        rows = sum(job.rows for job in running if job.background)
+        tokens = sum(job.tokens for job in running if job.background)
+        if not rows:
+            return True
+        share = self.background_share
+        return rows + head.rows <= row_cap * share and tokens + head.tokens <= self.max_tokens * share
+
     def _full(self) -> bool:
         """The queue holds at least a full batch: waiting longer cannot make the next one bigger."""
         with self._lock:
-            rows, tokens = sum(job.rows for job in self._queue), sum(job.tokens for job in self._queue)
+            waiting = [*self._queue, *self._background]
+        rows, tokens = sum(job.rows for job in waiting), sum(job.tokens for job in waiting)
         return rows >= self.max_rows or tokens >= self.max_tokens
+
+    def _first_enqueued(self) -> float | None:
+        heads = [q[0].enqueued for q in (self._queue, self._background) if q]
+        return min(heads) if heads else None
 
     async def _company(self) -> None:
         """Return once there is a batch to run: a full one, or one that has waited ``wait_s`` since its
         first job arrived or the model became free."""
         while True:
-            if self._queue:
+            first = self._first_enqueued()
+            if first is not None:
                 if self._full():
                     return
-                remaining = max(self._queue[0].enqueued, self._free_since) + self.wait_s - time.monotonic()
+                remaining = max(first, self._free_since) + self.wait_s - time.monotonic()
                 if remaining <= 0:
                     return
             self._wakeup.clear()
-            if not self._queue:
+            if first is None:
                 await self._wakeup.wait()
             else:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -245,10 +298,11 @@ class BatchQueue:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for job in [*self._queue, *self._running]:
+        for job in [*self._queue, *self._background, *self._running]:
             job.series.cancel.set()
             job.state = DONE
             if not job.future.done():
                 job.future.set_exception(ModelNotReady("the service is shutting down", {"state": "stopping"}))
         self._queue.clear()
+        self._background.clear()
         self._changed()

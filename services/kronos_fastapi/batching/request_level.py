@@ -86,8 +86,14 @@ class RequestLevel(BatchQueue):
         jobs: list[Job] = []
         rows = tokens = 0
         now = time.monotonic()
-        while self._queue and (not jobs or self._fits(rows + self._queue[0].rows, tokens + self._queue[0].tokens)):
-            job = self._queue.popleft()
+        while self._queue or self._background:
+            queue = self._queue or self._background  # background jobs after every interactive one
+            head = queue[0]
+            if jobs and not self._fits(rows + head.rows, tokens + head.tokens):
+                break
+            if head.background and not self._background_fits(jobs, head, self.max_rows):
+                break
+            job = queue.popleft()
             job.state = RUNNING
             rows += job.rows
             tokens += job.tokens

@@ -105,19 +105,23 @@ class StepLevel(BatchQueue):
 
     def _admit(self) -> list[Job]:
         """Under the lock: queued jobs in arrival order while the budgets hold with the running rows
-        (the first job of an empty batch always goes); none overtakes one that does not fit."""
+        (the first job of an empty batch always goes); none overtakes one that does not fit. Background
+        jobs come after every interactive one, within their share (``common.py``)."""
         rows = sum(job.rows for job in self._running)
         tokens = sum(job.tokens for job in self._running)
         running = bool(self._running)
         cap = self.max_rows if self._row_cap is None else min(self.max_rows, self._row_cap)
         jobs: list[Job] = []
         now = time.monotonic()
-        while self._queue:
-            head = self._queue[0]
+        while self._queue or self._background:
+            queue = self._queue or self._background
+            head = queue[0]
             empty = not self._running and not jobs
             if not empty and not (rows + head.rows <= cap and tokens + head.tokens <= self.max_tokens):
                 break
-            self._queue.popleft()
+            if head.background and not self._background_fits(self._running, head, cap):
+                break
+            queue.popleft()
             head.state = RUNNING
             rows += head.rows
             tokens += head.tokens
@@ -158,7 +162,7 @@ class StepLevel(BatchQueue):
                 if newest.state == RUNNING:  # not abandoned meanwhile: back to the head of the queue
                     newest.state = QUEUED
                     newest.series.cancel.clear()
-                    self._queue.appendleft(newest)
+                    self._queue_of(newest).appendleft(newest)
                 self._row_cap = sum(job.rows for job in self._running)
             if self.on_evict is not None:
                 self.on_evict(exc, len(keys))
