@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .drain import DRAIN_MARGIN_S, draining_server
     from .logs import configure_logging
 
     configure_logging(settings.log_level)
@@ -57,7 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         f"model {settings.model_path}, device {settings.device}) — try http://{shown}:{settings.port}/v1/readyz",
         flush=True,
     )
-    uvicorn.run(
+    if not settings.api_keys and settings.host not in ("127.0.0.1", "::1", "localhost"):
+        print(
+            f"kronos-serve: WARNING: KRONOS_API_KEYS is empty, so anyone who reaches {settings.host}:{settings.port} "
+            "may use the API (KRONOS_REQUIRE_API_KEYS=true refuses to start like this)",
+            file=sys.stderr,
+            flush=True,
+        )
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -65,8 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         proxy_headers=False,  # X-Forwarded-For is believed only from KRONOS_TRUSTED_PROXIES
         server_header=False,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type] — a float works
+        # The drain answers what is left at KRONOS_SHUTDOWN_TIMEOUT_S; uvicorn cancels only after it.
+        timeout_graceful_shutdown=settings.shutdown_timeout_s + DRAIN_MARGIN_S,  # type: ignore[arg-type]
     )
+    server = draining_server(config, app.state.drain)
+    server.run()
+    if not server.started:
+        return 3  # uvicorn's start-up failure (e.g. the port is taken), as uvicorn.run exits
     return 0
 
 

@@ -17,6 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from . import page
 from .addresses import AddressList
 from .catalog import ModelCatalog
+from .drain import Drain
 from .errors import install_error_handlers
 from .metrics import ServiceMetrics
 from .middleware import (
@@ -70,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await app.state.drain.close()
         await models.close()
 
 
@@ -112,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = service_metrics
     app.state.service = service
     app.state.models = catalog
+    app.state.drain = Drain(settings.shutdown_timeout_s, catalog.close)
     app.state.allowed_clients = AddressList(settings.allowed_clients)
     app.state.trusted_proxies = AddressList(settings.trusted_proxies)
 

@@ -8,6 +8,7 @@ before the route runs, always in the one error shape of ``errors.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -20,7 +21,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .addresses import AddressList, client_address, parse_ip
-from .errors import Forbidden, PayloadTooLarge, ServiceError, Unauthorized, error_response
+from .errors import Forbidden, ModelNotReady, PayloadTooLarge, ServiceError, Unauthorized, error_response
 from .logs import ACCESS_LOGGER
 from .metrics import ServiceMetrics
 
@@ -161,6 +162,15 @@ class UnhandledErrorMiddleware:
                 await send_error(
                     scope, receive, send, ServiceError("internal server error", {"request_id": request_id})
                 )
+        except asyncio.CancelledError:
+            # uvicorn cancels what outlasts its graceful-shutdown timeout: a JSON 503 rather than its
+            # plain-text 500 (the drain, drain.py, normally answers such requests before).
+            if not started:
+                with contextlib.suppress(Exception):
+                    await send_error(
+                        scope, receive, send, ModelNotReady("the service is shutting down", {"state": "stopping"})
+                    )
+            raise
 
 
 class ClientAddressMiddleware:

@@ -111,7 +111,12 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(100, ge=0, description="requests per minute per client (0 = off)")
     max_request_size_mb: float = Field(10.0, gt=0, description="largest request body, in MiB")
     request_timeout_s: float = Field(120.0, gt=0, description="longest a forecast may take before a 504")
-    shutdown_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for in-flight requests")
+    shutdown_timeout_s: float = Field(
+        130.0,
+        ge=0,
+        description="how long SIGTERM lets admitted requests finish (keep it above REQUEST_TIMEOUT_S); the ones "
+        "still running then get a JSON 503",
+    )
 
     # --- batching and backpressure ----------------------------------------------------------
     max_batch_size: int = Field(

@@ -4,6 +4,7 @@ profiles, health checks, and that the shell and .env reach the instances."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from deploy_support import REPO, clean_env, require_tool
 
+from services.kronos_fastapi.drain import DRAIN_MARGIN_S
 from services.kronos_fastapi.settings import Settings
 
 COMPOSE_FILES = ("docker-compose.cpu.yml", "docker-compose.gpu.yml", "docker-compose.hybrid.yml")
@@ -219,6 +221,31 @@ def test_every_service_setting_can_be_set_and_none_is_misspelt(docker_compose, p
         # Left unset in the shell and .env, a setting stays unset: the service's default applies.
         assert env["KRONOS_MAX_CONTEXT"] is None
         assert env["KRONOS_API_KEYS"] is None
+
+
+@pytest.mark.parametrize("file", COMPOSE_FILES)
+def test_stop_grace_outlasts_the_drain(docker_compose, project, file):
+    services = config(docker_compose, project, file, profile="loadbalancer")["services"]
+    fields = Settings.model_fields
+    drain = fields["shutdown_timeout_s"].default
+    assert drain > fields["request_timeout_s"].default  # every admitted request can finish
+    for name in ("kronos-api-cpu", "kronos-api-gpu"):
+        if name in services:
+            assert seconds(services[name]["stop_grace_period"]) > drain + DRAIN_MARGIN_S
+    if "nginx-lb" in services:
+        lb = services["nginx-lb"]
+        assert lb["stop_signal"] == "SIGQUIT"  # nginx's graceful stop; SIGTERM drops what it proxies
+        conf = (REPO / "nginx.conf").read_text()
+        longest = sum(
+            int(re.search(rf"{d} (\d+)s;", conf)[1]) for d in ("proxy_read_timeout", "proxy_next_upstream_timeout")
+        )
+        assert seconds(lb["stop_grace_period"]) > longest
+
+
+def seconds(duration: str) -> float:
+    """A compose duration (150s, 2m30s) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)([hms])", duration))
 
 
 def test_pass_through_list_is_the_same_in_every_file():

@@ -32,6 +32,7 @@ from k8s_support import (
     settings_of,
 )
 
+from services.kronos_fastapi.drain import DRAIN_MARGIN_S
 from services.kronos_fastapi.settings import Settings, load_settings
 
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
@@ -232,7 +233,7 @@ def test_hf_cache_is_a_writable_volume():
         assert "emptyDir" in volumes[mounts[cache]]
 
 
-@pytest.mark.parametrize("name", ["kronos-api-cpu", "kronos-api-gpu", "kronos-router"])
+@pytest.mark.parametrize("name", ["kronos-api-cpu", "kronos-api-gpu"])
 def test_graceful_termination_outlasts_the_drain(name):
     docs = render("hybrid")
     settings = settings_of(docs)
@@ -240,7 +241,22 @@ def test_graceful_termination_outlasts_the_drain(name):
     pause = container(one(docs, "Deployment", name))["lifecycle"]["preStop"]["sleep"]["seconds"]
     drain = float(settings["KRONOS_SHUTDOWN_TIMEOUT_S"])
     assert drain == Settings.model_fields["shutdown_timeout_s"].default
-    assert pod["terminationGracePeriodSeconds"] > pause + drain
+    # Every admitted request can finish: the drain outlasts the request timeout ...
+    assert drain > float(settings["KRONOS_REQUEST_TIMEOUT_S"])
+    # ... and the kubelet's KILL comes after the drain and the 503s of what is left.
+    assert pod["terminationGracePeriodSeconds"] > pause + drain + DRAIN_MARGIN_S
+
+
+def test_the_router_stops_gracefully_after_its_longest_request():
+    pod = one(render("hybrid"), "Deployment", "kronos-router")["spec"]["template"]["spec"]
+    stop = " ".join(
+        container(one(render("hybrid"), "Deployment", "kronos-router"))["lifecycle"]["preStop"]["exec"]["command"]
+    )
+    assert "sleep 5" in stop and "nginx -s quit" in stop  # SIGTERM is nginx's fast stop: it drops requests
+    conf = (REPO / "nginx.conf").read_text()
+    read = int(re.search(r"proxy_read_timeout (\d+)s;", conf)[1])
+    retry = int(re.search(r"proxy_next_upstream_timeout (\d+)s;", conf)[1])
+    assert pod["terminationGracePeriodSeconds"] > 5 + read + retry
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 from conftest import GUIDE_SINGLE, ROOT
@@ -44,36 +45,73 @@ def test_help_lists_the_flags(tmp_path):
         assert flag in result.stdout
 
 
-def test_sigterm_drains_in_flight_requests(start_servers):
-    server = start_servers(drain={"KRONOS_RATE_LIMIT_PER_MINUTE": "0"})["drain"]
-    long_body = {"data": [[100, 101, 99, 100.5]] * 100, "pred_len": 120, "sample_count": 4, "seed": 1}
-    result: dict = {}
+FAULTY = str(Path(__file__).with_name("faulty_server.py"))
+# Seed 21 makes the faulty server sleep 0.05 s per decode step: 100 candles take at least 5 s.
+SLOW = {"data": [[100, 101, 99, 100.5]] * 100, "pred_len": 100, "sample_count": 2, "seed": 21}
 
-    def run() -> None:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            response = client.post("/v1/predict/single", json=long_body)
-            result["status"] = response.status_code
-            result["rows"] = len(response.json()["forecast"])
 
-    worker = threading.Thread(target=run)
-    worker.start()
+def _in_flight(server, count: int = 2) -> None:
+    """Until ``count`` requests are in flight (the metrics request itself among them)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if "kronos_http_requests_in_flight 2.0" in httpx.get(server.url + "/v1/metrics").text:
-            break
+        if f"kronos_http_requests_in_flight {count:.1f}" in httpx.get(server.url + "/v1/metrics").text:
+            return
         time.sleep(0.02)
-    server.process.send_signal(signal.SIGTERM)
-    worker.join(timeout=120)
-    assert result == {"status": 200, "rows": 120}
-    # uvicorn re-raises the signal once drained, so the exit says "ended by SIGTERM" (or 0).
-    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
-    assert "Finished server process" in server.stderr()
+    raise AssertionError("the forecast never reached the server")
+
+
+def test_sigterm_lets_a_long_forecast_finish_and_answers_past_the_drain_with_json(start_servers):
+    """SIGTERM with a forecast of several seconds in flight: with the default drain (longer than the
+    request timeout) it gets its 200; with a drain shorter than the forecast it gets the JSON 503
+    envelope at the drain's end, never uvicorn's plain-text 500. Both processes then exit by themselves."""
+    open_door = {"KRONOS_RATE_LIMIT_PER_MINUTE": "0", ".main": FAULTY}
+    servers = start_servers(drain=open_door, short_drain={**open_door, "KRONOS_SHUTDOWN_TIMEOUT_S": "1"})
+    results: dict = {}
+
+    def run(name: str) -> None:
+        started = time.monotonic()
+        response = httpx.post(servers[name].url + "/v1/predict/single", json=SLOW, timeout=120)
+        results[name] = (response, time.monotonic() - started)
+
+    workers = [threading.Thread(target=run, args=(name,)) for name in servers]
+    for worker in workers:
+        worker.start()
+    for name in servers:
+        _in_flight(servers[name])
+    signalled = time.monotonic()
+    for server in servers.values():
+        server.process.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.join(timeout=120)
+
+    finished, took = results["drain"]
+    assert finished.status_code == 200, finished.text
+    assert len(finished.json()["forecast"]) == 100
+    assert took > 5  # it really was decoding when the signal came
+
+    cut, _ = results["short_drain"]
+    assert cut.status_code == 503 and cut.headers["content-type"] == "application/json", cut.text
+    assert cut.json()["error"]["type"] == "model_not_ready"
+    assert "shutting down" in cut.json()["error"]["message"]
+    for server in servers.values():
+        # uvicorn re-raises the signal once drained, so the exit says "ended by SIGTERM" (or 0).
+        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert "Finished server process" in server.stderr()
+    assert time.monotonic() - signalled < 30
+    assert "drain time is over" in servers["short_drain"].stderr()
     # Once drained, the port is closed.
     try:
-        httpx.post(server.url + "/v1/predict/single", json=GUIDE_SINGLE, timeout=2)
+        httpx.post(servers["drain"].url + "/v1/predict/single", json=GUIDE_SINGLE, timeout=2)
         raise AssertionError("the server still answers after shutdown")
     except httpx.ConnectError:
         pass
+
+
+def test_the_default_drain_outlasts_the_request_timeout():
+    from services.kronos_fastapi.settings import Settings
+
+    fields = Settings.model_fields
+    assert fields["shutdown_timeout_s"].default > fields["request_timeout_s"].default
 
 
 def test_kronos_serve_console_script(tmp_path):

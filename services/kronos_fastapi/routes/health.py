@@ -7,7 +7,7 @@ import shutil
 from typing import Any
 
 import psutil
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ..schemas import DetailedHealthResponse, HealthResponse, ReadyResponse
@@ -31,11 +31,15 @@ async def healthz(service: ServiceDep) -> dict[str, Any]:
     summary="Readiness: 200 once the default model is loaded and warmed up, else 503 with a reason",
     responses={503: {"model": ReadyResponse, "description": "loading, or failed (e.g. the device is missing)"}},
 )
-async def readyz(service: ServiceDep, catalog: CatalogDep) -> JSONResponse:
+async def readyz(request: Request, service: ServiceDep, catalog: CatalogDep) -> JSONResponse:
     model = service.model
+    state, reason = service.state, service.reason
+    draining = request.app.state.drain.draining
+    if draining:  # SIGTERM: requests already admitted finish, no new ones should come
+        state, reason = "draining", "the instance is shutting down (SIGTERM)"
     body = {
-        "status": service.state,
-        "reason": service.reason,
+        "status": state,
+        "reason": reason,
         "device": service.device,
         "device_requested": service.device_requested,
         "device_fallback": service.fallback,
@@ -53,7 +57,7 @@ async def readyz(service: ServiceDep, catalog: CatalogDep) -> JSONResponse:
         },
         "models": catalog.described(),
     }
-    return JSONResponse(body, status_code=200 if service.ready else 503)
+    return JSONResponse(body, status_code=200 if service.ready and not draining else 503)
 
 
 @router.get(

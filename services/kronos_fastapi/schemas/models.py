@@ -35,7 +35,7 @@ class ServedModel(BaseModel):
 
     name: str
     default: bool
-    state: Literal["ready", "loading", "failed"]
+    state: Literal["ready", "loading", "failed", "broken", "stalled"]
     reason: str | None = None
     source: str = Field(description="a folder, bundled or a hub id")
     revision: str | None = Field(description="resolved hub commit (null for a folder, or until loaded)")
@@ -63,7 +63,7 @@ class BatchingInfo(BaseModel):
 
 
 class ReadyResponse(BaseModel):
-    status: Literal["ready", "loading", "failed"]
+    status: Literal["ready", "loading", "failed", "broken", "stalled", "draining"]
     reason: str | None = None
     device: str | None = Field(description="device in use (null until resolved or when unavailable)")
     device_requested: str
