@@ -4,6 +4,8 @@ Writes CSV to stdout: the mean forecast (the columns the input has: open, high, 
 volume/amount only when given), optionally quantiles of close as a band, and every sample path to
 a file. Candles are repaired to be valid by default (``--no-repair`` keeps the raw model output);
 notes (the seed, repairs) go to stderr.
+
+With ``--id-column COL --out OUT``: a universe (see ``BULK`` below and ``model/bulk/runner.py``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,53 @@ def _levels(text: str) -> list[float]:
     return levels
 
 
+BULK = """\
+a universe (--id-column COL --out OUT):
+  INPUT and OUT are .csv or .parquet, one row per id and timestamp (any order) in, one row per id and
+  forecast step out (COL, the timestamp column, step, the mean candle with the columns the input has,
+  close_q<level> per --quantiles level, p_up with 2+ paths), sorted by id then step. Each series' seed
+  comes from the call's seed and its id, so a series gets the same numbers however the run is cut.
+  --batch-size series are decoded at a time; --timestamp-column defaults to "timestamps"; the other
+  options are as for one series (candles repaired unless --no-repair, the last --lookback rows).
+
+  Written as it goes: every finished chunk of series is appended to OUT (CSV) or written as a part file
+  OUT.parts/part-NNNNN.parquet (Parquet, combined into OUT at the end), flushed to disk, then recorded in
+  the sidecar OUT.progress (JSON lines: settings, seed, ids per chunk). A run killed at any moment
+  (even kill -9) loses at most the chunk in flight; --resume forecasts only the ids not yet recorded,
+  with the recorded seed, and OUT ends as an uninterrupted run's would. --resume is refused when the
+  settings, the model or INPUT differ from the recorded ones. OUT.progress stays beside OUT.
+
+  --errors FILE: CSV of id,message for the series that could not be forecast (the others are).
+  Progress on stderr: a bar on a terminal, else a line per chunk (at most one a second); a summary
+  at the end. Exit status: 0 when at least one series was forecast, 1 when none could be, 2 when
+  INPUT cannot be read (no such file, not a table, no rows, missing columns, unknown extension) or
+  an option or the model cannot be used, 130 when interrupted.
+"""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kronos-forecast", description=__doc__)
-    parser.add_argument("csv", help="CSV with open, high, low, close[, volume, amount] and usually a timestamp column")
+    parser = argparse.ArgumentParser(
+        prog="kronos-forecast",
+        description="\n\n".join(__doc__.split("\n\n")[:2]),
+        epilog=BULK,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "csv",
+        metavar="INPUT",
+        help="CSV with open, high, low, close[, volume, amount] and usually a timestamp column; with --id-column, "
+        "a long table of many series (.csv or .parquet)",
+    )
     parser.add_argument("--pred-len", type=int, default=20)
     parser.add_argument(
         "--model",
@@ -52,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lookback", type=int, default=400, help="use at most this many last rows")
     parser.add_argument("--max-context", type=int, default=None, help="default: the official model's, else 512")
     parser.add_argument("--sample-count", type=int, default=1, help="sample paths; the forecast is their mean")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--temperature", "--T", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens only (0: all)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--window",
@@ -91,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repair-input", action="store_true", help="repair invalid input candles instead of refusing the file"
     )
+    bulk = parser.add_argument_group("a universe (see below)")
+    bulk.add_argument("--id-column", metavar="COL", default=None, help="INPUT is a long table of series named by COL")
+    bulk.add_argument("--out", metavar="OUT", default=None, help="the forecasts (.csv or .parquet); needs --id-column")
+    bulk.add_argument(
+        "--batch-size", metavar="N", type=_positive, default=64, help="series decoded together (default 64)"
+    )
+    bulk.add_argument("--resume", action="store_true", help="finish an interrupted run into the same OUT")
+    bulk.add_argument("--errors", metavar="FILE", default=None, help="CSV of id,message for series not forecast")
+    bulk.add_argument("--no-progress", action="store_true", help="no progress bar or lines (the summary stays)")
     return parser
 
 
@@ -114,14 +170,78 @@ def _timestamps(frame: pd.DataFrame, column: str | None) -> pd.DatetimeIndex | N
         raise InputError(f"timestamp column {name!r} is not parseable as timestamps ({exc})") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
+def _load_predictor(args: argparse.Namespace):
     from .checkpoints.hub import resolve_pair
-    from .decoding.forecast import PRICE_COLUMNS, SeriesInput, frame_columns
     from .decoding.pipeline import KronosPredictor
     from .nn.predictor import Kronos
     from .nn.tokenizer import KronosTokenizer
+
+    pair = resolve_pair(args.model, args.revision, args.tokenizer, args.tokenizer_revision, args.max_context)
+    model = Kronos.from_pretrained(pair.model.folder)
+    tokenizer = KronosTokenizer.from_pretrained(pair.tokenizer.folder)
+    return KronosPredictor(model, tokenizer, device=args.device, max_context=pair.max_context)
+
+
+def _bulk(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--id-column``: the universe run of ``model/bulk/runner.py``."""
+    from pathlib import Path
+
+    from .bulk.runner import BulkJob, run
+    from .decoding.table import TableSettings
+
+    if args.out is None:
+        parser.error("--id-column needs --out OUT (.csv or .parquet)")
+    for option, given in (("--paths", args.paths), ("--repair-input", args.repair_input)):
+        if given:
+            parser.error(f"{option} is for one series; a universe run (--id-column) does not take it")
+    settings = TableSettings(
+        pred_len=args.pred_len,
+        id_column=args.id_column,
+        timestamp_column=args.timestamp_column or "timestamps",
+        sample_count=args.sample_count,
+        T=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        clean=not args.no_repair,
+        window=args.window,
+        quantiles=tuple(args.quantiles or ()),
+        freq=args.freq,
+        calendar=args.calendar,
+        lookback=args.lookback,
+        batch_size=args.batch_size,
+    )
+    identity = {
+        "model": args.model,
+        "revision": args.revision,
+        "tokenizer": args.tokenizer,
+        "tokenizer_revision": args.tokenizer_revision,
+        "max_context": args.max_context,
+        "device": args.device,
+    }
+    job = BulkJob(
+        input=Path(args.csv),
+        out=Path(args.out),
+        settings=settings,
+        model=identity,
+        errors=None if args.errors is None else Path(args.errors),
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    return run(job, lambda: _load_predictor(args).forecast)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.id_column is not None:
+        return _bulk(args, parser)
+    given = [o for o, v in (("--out", args.out), ("--resume", args.resume), ("--errors", args.errors)) if v]
+    given += ["--no-progress"] if args.no_progress else []
+    if given:
+        parser.error(f"{', '.join(given)}: for a universe; give --id-column COL (one series goes to stdout)")
+
+    from .decoding.forecast import PRICE_COLUMNS, SeriesInput, frame_columns
     from .series.calendars import future_timestamps, synthetic_timestamps
     from .series.candles import RULE, describe_invalid, invalid_rows, repair_candles
 
@@ -161,15 +281,13 @@ def main(argv: list[str] | None = None) -> int:
             x_ts, y_ts = synthetic_timestamps(len(frame), args.pred_len, args.freq or "D")
         else:
             y_ts = future_timestamps(x_ts, args.pred_len, args.freq, args.calendar)
-        pair = resolve_pair(args.model, args.revision, args.tokenizer, args.tokenizer_revision, args.max_context)
-        model = Kronos.from_pretrained(pair.model.folder)
-        tokenizer = KronosTokenizer.from_pretrained(pair.tokenizer.folder)
-        predictor = KronosPredictor(model, tokenizer, device=args.device, max_context=pair.max_context)
+        predictor = _load_predictor(args)
         series = SeriesInput(
             candles=candles,
             timestamps=x_ts,
             future_timestamps=y_ts,
             temperature=args.temperature,
+            top_k=args.top_k,
             top_p=args.top_p,
             sample_count=args.sample_count,
             seed=args.seed,
