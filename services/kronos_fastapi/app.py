@@ -38,7 +38,7 @@ logger = logging.getLogger("kronos.service")
 
 VERSION = "0.1.0"
 LIVENESS = "/v1/healthz"
-# Open to every client that passes the allow-list: probes and scrapers need no API key.
+# Open to every client: probes and scrapers need neither an API key nor a place on the allow-list.
 PROBES = ("/v1/healthz", "/v1/readyz", "/v1/metrics")
 _DNS_TIMEOUT_S = 10.0
 
@@ -150,7 +150,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "X-Kronos-Device", "X-Kronos-Instance", "Retry-After"],
         )
     if settings.allowed_clients:
-        app.add_middleware(AllowListMiddleware, allowed=app.state.allowed_clients, open_paths=(LIVENESS,))
+        # The probes stay open (kubelet, compose health checks and Prometheus come from addresses
+        # the list need not hold), as they are open to clients without an API key.
+        app.add_middleware(AllowListMiddleware, allowed=app.state.allowed_clients, open_paths=PROBES)
     app.add_middleware(ClientAddressMiddleware, trusted_proxies=app.state.trusted_proxies)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(

@@ -190,7 +190,7 @@ class ClientAddressMiddleware:
 
 
 class AllowListMiddleware:
-    """403 for clients outside KRONOS_ALLOWED_CLIENTS (liveness stays open for container health checks)."""
+    """403 for clients outside KRONOS_ALLOWED_CLIENTS (the probe paths stay open for health checks and scrapes)."""
 
     def __init__(self, app: ASGIApp, allowed: AddressList, open_paths: Iterable[str]) -> None:
         self.app = app

@@ -140,15 +140,20 @@ def test_allow_list_refuses_other_clients(servers):
     with httpx.Client(base_url=url, timeout=60) as client:
         error = assert_error(client.post("/v1/predict/single", json=GUIDE_SINGLE), 403, "forbidden")
         assert "127.0.0.1" in error["message"]
-        assert_error(client.get("/v1/metrics"), 403)
-        # Liveness stays open for container health checks.
+        assert_error(client.get("/v1/healthz/detailed"), 403)
+        assert_error(client.get("/openapi.json"), 403)
+        # The probes stay open to the probing address (kubelet, compose health checks, Prometheus),
+        # which is not in the list: liveness, readiness and metrics, as they are open to API keys.
         assert client.get("/v1/healthz").status_code == 200
-        # 127.0.0.1 is a trusted proxy here, so the client it forwards for is the one checked.
-        forwarded = {"X-Forwarded-For": "10.9.8.7"}
         deadline = time.monotonic() + 30
-        while client.get("/v1/readyz", headers=forwarded).status_code != 200:
+        while client.get("/v1/readyz").status_code != 200:  # 503 while loading, never 403
+            assert_error(client.get("/v1/readyz"), 503)
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        metrics = client.get("/v1/metrics")
+        assert metrics.status_code == 200 and "kronos_model_ready" in metrics.text
+        # 127.0.0.1 is a trusted proxy here, so the client it forwards for is the one checked.
+        forwarded = {"X-Forwarded-For": "10.9.8.7"}
         assert client.post("/v1/predict/single", json=GUIDE_SINGLE, headers=forwarded).status_code == 200
         outside = {"X-Forwarded-For": "10.9.8.7, 192.0.2.50"}
         assert_error(client.post("/v1/predict/single", json=GUIDE_SINGLE, headers=outside), 403)
