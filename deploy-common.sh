@@ -15,6 +15,7 @@ BATCH_BODY='{"batch": [{"data": [[100, 105, 98, 102]], "pred_len": 10}, {"data":
 
 DRY_RUN=0
 BUILD=1
+OPEN=0
 WITH_LB=0
 TIMEOUT_S=300
 COMMAND=up
@@ -50,6 +51,8 @@ Options:
   --dry-run          print the commands that would run, run nothing
   --no-build         start with the image as it is (no docker compose build)
   --timeout SECONDS  how long 'up' waits for /v1/readyz (default $TIMEOUT_S)$lb_line
+  --open             publish on every interface even without KRONOS_API_KEYS (an open API: anyone
+                     who reaches this host may use it); without it 'up' refuses to
   -h, --help         this help
 
 Environment: the variables of $file (see DEPLOYMENT_DEVICE_OPTIONS.md) from the shell or ./.env;
@@ -71,6 +74,7 @@ parse_args() {
                 ;;
             --dry-run) DRY_RUN=1 ;;
             --no-build) BUILD=0 ;;
+            --open) OPEN=1 ;;
             --with-lb)
                 [[ "$KRONOS_MODE" == hybrid ]] || fail "--with-lb is for deploy-hybrid.sh only"
                 WITH_LB=1
@@ -242,15 +246,39 @@ verify_gpu_instance() {
     "$ENGINE" exec kronos-api-gpu nvidia-smi -L || say "WARNING: '$ENGINE exec kronos-api-gpu nvidia-smi' failed: the container does not see the GPU" >&2
 }
 
+# A variable as compose sees it: from the shell, else the last NAME= line of ./.env; empty if neither.
+setting() {
+    local name="$1" value="${!1:-}"
+    if [[ -z "$value" && -f "$KRONOS_ROOT/.env" ]]; then
+        value="$(sed -n "s/^[[:space:]]*${name}[[:space:]]*=[[:space:]]*//p" "$KRONOS_ROOT/.env" | tail -n 1)"
+        value="${value%\"}" && value="${value#\"}"
+    fi
+    printf '%s' "$value"
+}
+
 # The first of KRONOS_API_KEYS (shell, else ./.env), for the routing check's requests; empty if none.
 routing_api_key() {
-    local keys="${KRONOS_API_KEYS:-}"
-    if [[ -z "$keys" && -f "$KRONOS_ROOT/.env" ]]; then
-        keys="$(sed -n 's/^[[:space:]]*KRONOS_API_KEYS[[:space:]]*=[[:space:]]*//p' "$KRONOS_ROOT/.env" | tail -n 1)"
-        keys="${keys%\"}" && keys="${keys#\"}"
-    fi
+    local keys
+    keys="$(setting KRONOS_API_KEYS)"
     keys="${keys%%,*}"
     printf '%s' "${keys//[[:space:]]/}"
+}
+
+# The compose files publish on KRONOS_BIND_ADDRESS, every interface (0.0.0.0) unless set. Without
+# KRONOS_API_KEYS that is an API open to the network: refuse, unless --open says it is meant.
+check_exposure() {
+    local bind keys
+    bind="$(setting KRONOS_BIND_ADDRESS)"
+    bind="${bind:-0.0.0.0}"
+    keys="$(setting KRONOS_API_KEYS)"
+    keys="${keys//[[:space:],]/}"
+    case "$bind" in 127.* | ::1 | "[::1]" | localhost) return 0 ;; esac
+    [[ -z "$keys" ]] || return 0
+    if ((OPEN)); then
+        say "WARNING: publishing an open API on $bind (no KRONOS_API_KEYS, --open): anyone who reaches this host may use it" >&2
+        return 0
+    fi
+    fail "refusing to publish an open API on $bind (KRONOS_BIND_ADDRESS; unset means every interface) without KRONOS_API_KEYS: set KRONOS_API_KEYS (shell or .env), or KRONOS_BIND_ADDRESS=127.0.0.1 for this host only, or pass --open to publish it open anyway"
 }
 
 # One routed request through the balancer; prints the line of the report, returns 1 on a mismatch.
@@ -296,6 +324,7 @@ check_routing() {
 }
 
 cmd_up() {
+    check_exposure
     if ((!DRY_RUN)); then
         [[ "$KRONOS_MODE" == cpu ]] || check_gpu_runtime
         command -v curl >/dev/null 2>&1 || fail "curl not found: the readiness check needs it"

@@ -148,6 +148,7 @@ class Settings(BaseSettings):
 
     # --- access -----------------------------------------------------------------------------
     api_keys: CommaList = Field(default_factory=list, description="accepted API keys, comma-separated (empty = open)")
+    require_api_keys: bool = Field(False, description="refuse to start while API_KEYS is empty (fail closed)")
     allowed_clients: CommaList = Field(
         default_factory=list, description="client IPs, CIDRs or host names allowed in (empty = everyone)"
     )
@@ -236,6 +237,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.require_api_keys and not self.api_keys:
+            raise ValueError(
+                "KRONOS_REQUIRE_API_KEYS is true but KRONOS_API_KEYS is empty: refusing to serve an open API "
+                "(is the API-key Secret missing or empty?)"
+            )
         if self.tokenizer_path is None and not self.models:
             try:
                 default_tokenizer(str(self.model_path))

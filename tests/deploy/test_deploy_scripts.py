@@ -84,10 +84,12 @@ class Toolbox:
         path.write_text(text)
         path.chmod(0o755)
 
-    def run(self, script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    def run(self, script: str, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+        """The script with the toolbox's PATH; published on loopback unless ``env`` says otherwise (the
+        scripts refuse an open API on every interface: test_up_refuses_an_open_api_on_every_interface)."""
         return subprocess.run(
             [str(REPO / script), *args],
-            env=clean_env(PATH=str(self.bin)),
+            env=clean_env(PATH=str(self.bin), **{"KRONOS_BIND_ADDRESS": "127.0.0.1", **env}),
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -129,6 +131,7 @@ def test_help(tmp_path, script):
         "status",
         "--dry-run",
         "--timeout",
+        "--open",
         script.replace("deploy-", "docker-compose."),
     ):
         assert word.replace(".sh", ".yml") in result.stdout
@@ -314,7 +317,7 @@ def test_podman_compose_port_form_and_engine(tmp_path, instances):
     for env in ({"KRONOS_COMPOSE": "podman-compose"}, {}):  # named, and found on PATH without docker
         result = subprocess.run(
             [str(REPO / "deploy-cpu.sh"), "--no-build", "--timeout", "30"],
-            env=clean_env(PATH=str(box.bin), **env),
+            env=clean_env(PATH=str(box.bin), KRONOS_BIND_ADDRESS="127.0.0.1", **env),
             capture_output=True,
             text=True,
             timeout=60,
@@ -330,10 +333,66 @@ def test_compose_override_files_are_layered(tmp_path):
     box = Toolbox(tmp_path, docker=False, gpus=None)
     result = subprocess.run(
         [str(REPO / "deploy-hybrid.sh"), "--dry-run"],
-        env=clean_env(PATH=str(box.bin), KRONOS_COMPOSE_OVERRIDE="/srv/site.yml:/srv/gpu.yml"),
+        env=clean_env(
+            PATH=str(box.bin), KRONOS_BIND_ADDRESS="127.0.0.1", KRONOS_COMPOSE_OVERRIDE="/srv/site.yml:/srv/gpu.yml"
+        ),
         capture_output=True,
         text=True,
         timeout=60,
     )
     file = REPO / "docker-compose.hybrid.yml"
     assert f"+ docker compose -f {file} -f /srv/site.yml -f /srv/gpu.yml up -d" in result.stdout
+
+
+# --- an open API on the network only when asked -----------------------------------------------------
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("bind", [None, "0.0.0.0", "192.0.2.10"])
+def test_up_refuses_an_open_api_on_every_interface(tmp_path, script, bind):
+    # The compose files publish on KRONOS_BIND_ADDRESS, 0.0.0.0 when unset; no key means no auth.
+    box = Toolbox(tmp_path)
+    env = {"KRONOS_BIND_ADDRESS": bind} if bind else {"KRONOS_BIND_ADDRESS": ""}
+    result = box.run(script, **env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: refusing to publish an open API on "), result.stderr
+    assert "KRONOS_API_KEYS" in result.stderr and "--open" in result.stderr
+    assert compose_calls(box, "up") == [] and compose_calls(box, "build") == []
+    assert "refusing to publish an open API" in box.run(script, "--dry-run", **env).stderr  # also in a dry run
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "warned"),
+    [
+        (("--open",), {"KRONOS_BIND_ADDRESS": "0.0.0.0"}, True),  # said so: it goes ahead, with a warning
+        ((), {"KRONOS_BIND_ADDRESS": "0.0.0.0", "KRONOS_API_KEYS": "key-one"}, False),  # keys: not open
+        ((), {"KRONOS_BIND_ADDRESS": "127.0.0.1"}, False),  # this host only
+        ((), {"KRONOS_BIND_ADDRESS": "::1"}, False),
+    ],
+)
+def test_up_goes_ahead_with_keys_loopback_or_open(tmp_path, args, env, warned):
+    result = Toolbox(tmp_path, docker=False, gpus=None).run("deploy-hybrid.sh", "--dry-run", *args, **env)
+    assert result.returncode == 0, result.stderr
+    assert ("WARNING: publishing an open API on 0.0.0.0" in result.stderr) == warned
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "ok"),
+    [
+        ("KRONOS_API_KEYS=key-one\n", True),
+        ('KRONOS_API_KEYS="key-one, key-two"\n', True),
+        ("KRONOS_BIND_ADDRESS=127.0.0.1\n", True),
+        ("KRONOS_API_KEYS=\nKRONOS_LOG_LEVEL=INFO\n", False),
+        ("", False),
+    ],
+)
+def test_exposure_check_reads_dotenv_as_compose_does(tmp_path, dotenv, ok):
+    (tmp_path / ".env").write_text(dotenv)
+    result = subprocess.run(
+        ["bash", "-c", f'KRONOS_MODE=cpu; source "{REPO}/deploy-common.sh"; KRONOS_ROOT="{tmp_path}"; check_exposure'],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode == 0) == ok, result.stderr

@@ -33,7 +33,7 @@ from k8s_support import (
 )
 
 from services.kronos_fastapi.drain import DRAIN_MARGIN_S
-from services.kronos_fastapi.settings import Settings, load_settings
+from services.kronos_fastapi.settings import Settings, SettingsError, load_settings
 
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 SETTING_NAMES = {f"KRONOS_{name.upper()}" for name in Settings.model_fields}
@@ -79,6 +79,11 @@ def test_components_render_on_the_hybrid_overlay_and_are_valid(tmp_path, compone
             mounts = {m["name"]: m for m in container(deployment)["volumeMounts"]}
             assert mounts["models"] == {"name": "models", "mountPath": "/models", "readOnly": True}
         assert settings["KRONOS_MODEL_PATH"] == "/models/Kronos-small"
+    elif component == "open-api":  # for a test cluster: no Secret needed, no key asked
+        for name in POOLS:
+            keys = env_of(one(docs, "Deployment", name))["KRONOS_API_KEYS"]["valueFrom"]["secretKeyRef"]
+            assert keys["optional"] is True
+        assert settings["KRONOS_REQUIRE_API_KEYS"] == "false"
     else:
         assert settings["KRONOS_MODEL_PATH"] == "/models"
     # The overlay's own settings survive the component's merge.
@@ -202,7 +207,10 @@ def test_pool_settings_come_from_the_configmap_and_keys_from_a_secret():
         ]
         assert [s["configMapRef"]["name"] for s in main["envFrom"]] == generated
         keys = env_of(deployment)["KRONOS_API_KEYS"]["valueFrom"]["secretKeyRef"]
-        assert keys == {"name": "kronos-api-keys", "key": "KRONOS_API_KEYS", "optional": True}
+        # Fail closed: not optional, so a missing or misnamed Secret keeps the pod from starting ...
+        assert keys == {"name": "kronos-api-keys", "key": "KRONOS_API_KEYS"}
+        # ... and an empty key list makes the service refuse to start.
+        assert settings["KRONOS_REQUIRE_API_KEYS"] == "true"
         assert env_of(deployment)["KRONOS_INSTANCE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
         # No secret in the ConfigMap.
         assert "KRONOS_API_KEYS" not in settings
@@ -221,8 +229,11 @@ def test_configmap_settings_are_the_services_and_load(overlay, tmp_path):
     # here: loading a hub id is not this test's subject).
     values = {k.removeprefix("KRONOS_").lower(): v for k, v in kronos.items()}
     values.pop("model_path"), values.pop("tokenizer_path")
-    loaded = load_settings(env_file=None, **values)
+    loaded = load_settings(env_file=None, api_keys="from-the-secret", **values)
     assert loaded.max_queue == int(settings["KRONOS_MAX_QUEUE"])
+    # The Secret present but empty: the pod exits at start-up, saying why.
+    with pytest.raises(SettingsError, match="KRONOS_REQUIRE_API_KEYS is true but KRONOS_API_KEYS is empty"):
+        load_settings(env_file=None, **values)
 
 
 def test_hf_cache_is_a_writable_volume():

@@ -38,6 +38,14 @@ def test_bad_settings_fail_start_up_naming_the_variable(tmp_path):
     assert result.returncode == 2 and "KRONOS_RATE_LIMIT_PER_MINUTE" in result.stderr
 
 
+def test_required_keys_missing_refuse_to_start(tmp_path):
+    # A deployment whose keys come from a Secret sets KRONOS_REQUIRE_API_KEYS: an empty or missing
+    # Secret then stops the process (the pod restarts, and says why) instead of serving an open API.
+    result = _run_cli(tmp_path, KRONOS_REQUIRE_API_KEYS="true", KRONOS_API_KEYS=" , ")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "KRONOS_REQUIRE_API_KEYS is true but KRONOS_API_KEYS is empty" in result.stderr
+
+
 def test_help_lists_the_flags(tmp_path):
     result = _run_cli(tmp_path, "--help")
     assert result.returncode == 0
