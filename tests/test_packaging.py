@@ -45,3 +45,8 @@ def test_wheel_contains_bundled_model_and_entry_points(tmp_path):
 
     for path in ASSETS.values():
         assert path.relative_to(ROOT).as_posix() in names
+    # The job store's migrations, run at start-up from the installed package.
+    from services.kronos_fastapi.jobs.database import MIGRATIONS
+
+    for path in [MIGRATIONS / "env.py", *MIGRATIONS.glob("versions/v*.py")]:
+        assert path.relative_to(ROOT).as_posix() in names

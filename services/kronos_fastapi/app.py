@@ -19,6 +19,7 @@ from .addresses import AddressList
 from .catalog import ModelCatalog
 from .drain import Drain
 from .errors import install_error_handlers
+from .jobs.runtime import JobsRuntime
 from .metrics import ServiceMetrics
 from .middleware import (
     AccessLogMiddleware,
@@ -30,8 +31,8 @@ from .middleware import (
     UnhandledErrorMiddleware,
 )
 from .ratelimit import RateLimitMiddleware, build_limiter, failed_auth_limit
-from .routes import backtest, docs, health, metrics, models, predict
-from .schemas import BacktestRequest, BatchRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
+from .routes import backtest, docs, health, jobs, metrics, models, predict
+from .schemas import BacktestRequest, BatchRequest, JobRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
 from .settings import Settings, load_settings
 
 logger = logging.getLogger("kronos.service")
@@ -63,9 +64,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(models.load(), name="kronos-load")]
     if named:
         tasks.append(asyncio.create_task(_refresh_addresses(named, settings.address_refresh_s), name="kronos-dns"))
+    if app.state.jobs is not None:
+        await app.state.jobs.start(app)
     try:
         yield
     finally:
+        if app.state.jobs is not None:  # before the models close: its items in flight are given back
+            await app.state.jobs.stop()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -84,7 +89,7 @@ def _openapi(app: FastAPI):
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         models = [
             (m, "validation")
-            for m in (SingleRequest, BatchRequest, LegacySingleRequest, LegacyBatchRequest, BacktestRequest)
+            for m in (SingleRequest, BatchRequest, LegacySingleRequest, LegacyBatchRequest, BacktestRequest, JobRequest)
         ]
         _, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")
         schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
@@ -117,10 +122,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.drain = Drain(settings.shutdown_timeout_s, catalog.close)
     app.state.allowed_clients = AddressList(settings.allowed_clients)
     app.state.trusted_proxies = AddressList(settings.trusted_proxies)
+    app.state.jobs = JobsRuntime(settings, catalog, service_metrics.registry) if settings.jobs_enabled else None
+    for model_service in catalog.services.values():  # job items hold at most this share of each batch
+        model_service.scheduler.background_share = settings.jobs_max_share
 
     install_error_handlers(app)
     routers = (health.router, predict.router, metrics.router, models.router, backtest.router)
     routers += (docs.router,) if settings.enable_docs else ()
+    routers += (jobs.router,) if settings.jobs_enabled else ()
     for router in routers:
         app.include_router(router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
@@ -130,7 +139,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(page.router)
 
     # Added innermost first: a request meets them bottom-up.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    uploads = (
+        {"/v1/jobs": (settings.jobs_max_upload_bytes, "KRONOS_JOBS_MAX_UPLOAD_MB")} if settings.jobs_enabled else {}
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, paths=uploads)
     # Before the body is read: a refused client costs little.
     limiter = build_limiter(settings)
     app.add_middleware(RateLimitMiddleware, limiter=limiter, exempt_paths=PROBES + page_paths)
@@ -145,7 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "X-Kronos-Device", "X-Kronos-Instance", "Retry-After"],
         )

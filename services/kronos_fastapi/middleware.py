@@ -258,6 +258,7 @@ class ApiKeyMiddleware:
                 ),
             )
         request_state(scope)["api_key_id"] = matched.hex()[:12]
+        request_state(scope)["api_key_digest"] = matched.hex()  # whose job (routes/jobs.py)
         await self.app(scope, receive, send)
 
 
@@ -270,16 +271,24 @@ class BodyLimitMiddleware:
     past those bounds the connection is closed.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = 64 * 2**20, drain_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        drain_bytes: int = 64 * 2**20,
+        drain_seconds: float = 5.0,
+        paths: dict[str, tuple[int, str]] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.drain_bytes = drain_bytes
         self.drain_seconds = drain_seconds
+        # path -> (limit, its setting): routes with a limit of their own (POST /v1/jobs: uploads)
+        self.paths = paths or {}
 
-    def _too_large(self, size: str) -> PayloadTooLarge:
+    def _too_large(self, size: str, limit: int, setting: str) -> PayloadTooLarge:
         return PayloadTooLarge(
-            f"request body is {size}; the limit is {self.max_bytes} bytes (KRONOS_MAX_REQUEST_SIZE_MB)",
-            {"limit_bytes": self.max_bytes},
+            f"request body is {size}; the limit is {limit} bytes ({setting})", {"limit_bytes": limit}
         )
 
     async def _drain(self, receive: Receive, more: bool) -> bool:
@@ -312,9 +321,10 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit, setting = self.paths.get(scope["path"], (self.max_bytes, "KRONOS_MAX_REQUEST_SIZE_MB"))
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(scope, receive, send, self._too_large(f"{declared} bytes"), True)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._reject(scope, receive, send, self._too_large(f"{declared} bytes", limit, setting), True)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -324,8 +334,9 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             more = message.get("more_body", False)
-            if size > self.max_bytes:
-                return await self._reject(scope, receive, send, self._too_large(f"over {self.max_bytes} bytes"), more)
+            if size > limit:
+                error = self._too_large(f"over {limit} bytes", limit, setting)
+                return await self._reject(scope, receive, send, error, more)
             chunks.append(chunk)
             if not more:
                 break

@@ -91,6 +91,17 @@ class Settings(BaseSettings):
         "or 'bundled' (set: MODEL_PATH and TOKENIZER_PATH are not used)",
     )
     default_model: str | None = Field(None, description="the model of requests that name none (default: the first)")
+    model_load_timeout_s: float = Field(
+        900.0, ge=0, description="a model load (download included) still running after this exits the process (0 = off)"
+    )
+    model_stall_s: float = Field(
+        60.0,
+        ge=0,
+        description="readyz 503 while one model call (a decode step, or a request-level batch) runs longer (0 = off)",
+    )
+    model_failure_limit: int = Field(
+        3, ge=0, description="readyz 503 after this many model calls in a row fail with a non-input error (0 = off)"
+    )
 
     # --- request limits ---------------------------------------------------------------------
     default_pred_len: int = Field(120, ge=1, description="pred_len when a request gives none")
@@ -169,6 +180,30 @@ class Settings(BaseSettings):
         description="this instance's name (X-Kronos-Instance header; default: host name)",
     )
 
+    # --- jobs (/v1/jobs: bulk forecasts and backtests, services/kronos_fastapi/jobs) ----------
+    jobs_enabled: bool = Field(True, description="serve /v1/jobs and run its worker")
+    jobs_dir: Path = Field(Path("kronos-jobs"), description="folder of the SQLite job store (jobs.sqlite3)")
+    jobs_database_url: str | None = Field(
+        None, description="a database shared by replicas, postgresql://user:password@host/db (unset: SQLite, JOBS_DIR)"
+    )
+    jobs_max_share: float = Field(
+        0.5, gt=0, le=1, description="most of the batch budgets (rows, tokens) job items hold at once"
+    )
+    jobs_max_in_flight: int = Field(
+        0, ge=0, description="job items this instance runs at once; 0 = auto (MAX_BATCH_SIZE × JOBS_MAX_SHARE)"
+    )
+    jobs_lease_s: float = Field(
+        30.0, ge=1, description="an item's lease: another instance takes it over this long after its holder stops"
+    )
+    jobs_retention_hours: float = Field(
+        168.0, gt=0, description="results kept this long after a job ends; then it is expired and deleted"
+    )
+    jobs_max_upload_mb: float = Field(100.0, gt=0, description="largest POST /v1/jobs body (an uploaded file), in MiB")
+    jobs_max_items: int = Field(10000, ge=1, description="most items (series) in one job")
+    jobs_max_open_per_key: int = Field(
+        10, ge=1, description="most jobs queued or running per API key (per instance group when keys are off)"
+    )
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -224,6 +259,15 @@ class Settings(BaseSettings):
             raise ValueError("must be 1 to 128 printable characters")
         return value
 
+    @field_validator("jobs_database_url")
+    @classmethod
+    def _jobs_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip() or None
+        schemes = ("postgresql://", "postgres://", "postgresql+psycopg://", "sqlite:///")
+        if value is not None and not value.startswith(schemes):
+            raise ValueError("must start with postgresql:// (or postgres://, postgresql+psycopg://) or sqlite:///")
+        return value
+
     @field_validator("model_path", "tokenizer_path")
     @classmethod
     def _folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
@@ -277,6 +321,10 @@ class Settings(BaseSettings):
     @property
     def max_request_bytes(self) -> int:
         return int(self.max_request_size_mb * 1024 * 1024)
+
+    @property
+    def jobs_max_upload_bytes(self) -> int:
+        return int(self.jobs_max_upload_mb * 1024 * 1024)
 
     def batch_rows(self, device: str) -> int:
         """Most sample paths per model batch on ``device``: MAX_BATCH_SIZE, or the auto default."""

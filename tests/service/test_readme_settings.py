@@ -17,6 +17,7 @@ DESCRIBED = {
     "model_revision": "`main`",
     "tokenizer_revision": "`main`",
     "default_model": "the first model",
+    "jobs_database_url": "unset",
 }
 
 

@@ -56,6 +56,8 @@ async def readyz(request: Request, service: ServiceDep, catalog: CatalogDep) -> 
             "kv_cache_bytes": service.kv_cache_bytes,
         },
         "models": catalog.described(),
+        # the job store's state; reported, never a reason for a 503 (predict serves without it)
+        "jobs": request.app.state.jobs.describe() if request.app.state.jobs is not None else {"enabled": False},
     }
     return JSONResponse(body, status_code=200 if service.ready and not draining else 503)
 

@@ -31,6 +31,7 @@ from .common import (
     ServedBy,
     ValuesRow,
 )
+from .jobs import Job, JobCounts, JobList, JobRequest
 from .models import (
     BatchingInfo,
     DetailedHealthResponse,
@@ -88,6 +89,10 @@ __all__ = [
     "ForecastRow",
     "HealthResponse",
     "HorizonMetrics",
+    "Job",
+    "JobCounts",
+    "JobList",
+    "JobRequest",
     "LegacyBatchItem",
     "LegacyBatchRequest",
     "LegacyRow",

@@ -73,6 +73,9 @@ class ReadyResponse(BaseModel):
     model: ModelInfo | None = None
     batching: BatchingInfo
     models: list[ServedModel] | None = Field(None, description="every model of this instance and its state")
+    jobs: dict[str, Any] | None = Field(
+        None, description="the job store: enabled, database, url (no password), reachable, reason, schema_revision"
+    )
 
 
 class DetailedHealthResponse(BaseModel):
