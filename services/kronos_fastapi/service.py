@@ -27,6 +27,7 @@ from model.errors import DeviceUnavailableError
 from .batching import BatchScheduler, OnDone, forecast_splitting, is_out_of_memory
 from .errors import DeviceOutOfMemory, InvalidRequest, ModelNotReady, ServiceError
 from .metrics import ModelMetrics, ServiceMetrics
+from .model_health import ModelHealth
 from .model_specs import ModelSpec, default_spec
 from .schemas import ModelInfo
 from .settings import Settings
@@ -64,14 +65,18 @@ class ForecastService:
         self.spec = spec or default_spec(settings)
         self.name = self.spec.name
         self.metrics = metrics.for_model(self.name) if isinstance(metrics, ServiceMetrics) else metrics
-        self.state = LOADING
-        self.reason: str | None = "the model is loading"
+        self._state = LOADING  # the load's: loading, ready or failed (``state`` adds the model thread's health)
+        self._reason: str | None = "the model is loading"
+        self.health = ModelHealth(settings.model_stall_s, settings.model_failure_limit)
+        self._published: tuple | None = None
+        self._probe: asyncio.Future | None = None
         self.device_requested = settings.device
         self.device: str | None = None
         self.fallback = False
         self.model: ModelInfo | None = None
         self.predictor: KronosPredictor | None = None
         self.engine: DecodeEngine | None = None  # step-level batching (KRONOS_BATCHING=step)
+        self._watched: _Watched | None = None  # the engine, its steps reported to ``health``
         self.started = time.monotonic()
         # One model thread: batches run one at a time, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kronos-model")
@@ -86,7 +91,7 @@ class ForecastService:
             wait_s=settings.batch_wait_ms / 1000,
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
-            step_model=lambda: self.engine,
+            step_model=lambda: self._watched,
             as_error=self._as_error,
             on_evict=self._on_evict,
         )
@@ -95,8 +100,29 @@ class ForecastService:
 
     # --- state ----------------------------------------------------------------------------
     @property
+    def state(self) -> str:
+        """loading, ready, failed (to load), or broken / stalled (loaded, but the model thread is not well)."""
+        if self._state == READY and (problem := self.health.problem()) is not None:
+            return problem[0]
+        return self._state
+
+    @property
+    def reason(self) -> str | None:
+        if self._state == READY and (problem := self.health.problem()) is not None:
+            return problem[1]
+        return self._reason
+
+    @property
     def ready(self) -> bool:
         return self.state == READY
+
+    def check_health(self) -> None:
+        """From the event loop (readyz, metrics, each forecast): publish a change of state, and while
+        broken run a test forecast now and then on the model thread (ready again once one works)."""
+        if (self.state, self.reason is None) != self._published:
+            self._publish()
+        if self.health.probe_due() and (self._probe is None or self._probe.done()):
+            self._probe = asyncio.get_running_loop().run_in_executor(self._executor, self._test_forecast)
 
     @property
     def device_label(self) -> str:
@@ -108,6 +134,7 @@ class ForecastService:
         return round(time.monotonic() - self.started, 3)
 
     def _publish(self) -> None:
+        self._published = (self.state, self.reason is None)
         self.metrics.model_ready.set(1 if self.ready else 0)
         self.metrics.device.info(
             {
@@ -129,8 +156,8 @@ class ForecastService:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 — any failure must become a reason on readyz
-            self.state, self.reason = FAILED, f"{type(exc).__name__}: {exc}"
-            logger.error("model failed to load: %s", self.reason)
+            self._state, self._reason = FAILED, f"{type(exc).__name__}: {exc}"
+            logger.error("model failed to load: %s", self._reason)
         self._publish()
 
     def _resolve_device(self) -> torch.device:
@@ -163,6 +190,7 @@ class ForecastService:
             engine = DecodeEngine(predictor, slots=slots, chunk=self.settings.prefill_tokens(self.device))
             self._warm_up(predictor, engine)
             self.engine = engine
+            self._watched = _Watched(engine, self.health)
             self.metrics.kv_cache_bytes.set(engine.slab.nbytes)
         warmed = time.perf_counter()
         self.predictor = predictor
@@ -184,7 +212,7 @@ class ForecastService:
             warmup_seconds=round(warmed - loaded, 3),
         )
         self.metrics.model_load_seconds.set(warmed - started)
-        self.state, self.reason = READY, None
+        self._state, self._reason = READY, None
         logger.info(
             "model ready",
             extra={"model": self.model.version, "device": self.device, "load_s": self.model.load_seconds},
@@ -214,8 +242,9 @@ class ForecastService:
         Raises QueueFull when the queue has no room for them all, ForecastTimeout past the timeout
         (the series leave the queue, or their batch at its next step), or the error of a series.
         """
+        self.check_health()
         if not self.ready:
-            retry = {"Retry-After": "5"} if self.state == LOADING else {}
+            retry = {"Retry-After": "5"} if self.state != FAILED else {}
             raise ModelNotReady(f"the model is not ready ({self.state}): {self.reason}", {"state": self.state}, retry)
         for s in series:
             self.metrics.rows.observe(len(s.candles))
@@ -232,10 +261,17 @@ class ForecastService:
         """One model batch, in the model thread: each series' forecast, or the error its request gets.
         ``on_done`` hears of each forecast as soon as it is ready (its request is answered then)."""
         assert self.predictor is not None
+        self.health.started()
         outcomes = forecast_splitting(self.predictor.forecast, series, self._on_split, on_done)
         failures = {id(o): o for o in outcomes if isinstance(o, BaseException) and not _expected(o)}
         for failure in failures.values():
             logger.error("a model batch of %d series failed", len(series), exc_info=failure)
+        if any(isinstance(o, Forecast) for o in outcomes):
+            self.health.succeeded()
+        elif failures:
+            self.health.failed(next(iter(failures.values())))
+        else:
+            self.health.ended()
         return [self._as_error(o) if isinstance(o, BaseException) else o for o in outcomes]
 
     def _on_split(self, exc: BaseException, size: int) -> None:
@@ -271,9 +307,52 @@ class ForecastService:
             )
         return ServiceError("the forecast failed; see the server log", {"error": type(exc).__name__})
 
+    def _test_forecast(self) -> None:
+        """In the model thread, while broken: the warm-up forecast, through the engine when there is one."""
+        self.health.started()
+        try:
+            if self.engine is not None:
+                try:
+                    self._warm_up(self.predictor, self.engine)
+                finally:
+                    if "warm-up" in self.engine.keys():
+                        self.engine.remove("warm-up")
+            else:
+                self._warm_up(self.predictor)
+        except Exception as exc:  # noqa: BLE001 — still broken; the next test comes PROBE_EVERY_S later
+            self.health.failed(exc)
+            logger.warning("the model's test forecast failed: %s: %s", type(exc).__name__, exc)
+        else:
+            self.health.succeeded()
+            logger.info("the model's test forecast worked: ready again")
+
     async def close(self) -> None:
         await self.scheduler.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Watched:
+    """The decode engine as the step scheduler sees it: each step reported to the model's health."""
+
+    def __init__(self, engine: DecodeEngine, health: ModelHealth) -> None:
+        self._engine = engine
+        self._health = health
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    def step(self):
+        self._health.started()
+        try:
+            report = self._engine.step()
+        except Exception as exc:
+            if _expected(exc):
+                self._health.ended()
+            else:
+                self._health.failed(exc)
+            raise
+        self._health.succeeded()
+        return report
 
 
 def _expected(exc: BaseException) -> bool:

@@ -32,6 +32,8 @@ async def healthz(service: ServiceDep) -> dict[str, Any]:
     responses={503: {"model": ReadyResponse, "description": "loading, or failed (e.g. the device is missing)"}},
 )
 async def readyz(request: Request, service: ServiceDep, catalog: CatalogDep) -> JSONResponse:
+    for each in catalog.services.values():
+        each.check_health()  # a broken or wedged model thread turns its model unready, with the reason
     model = service.model
     state, reason = service.state, service.reason
     draining = request.app.state.drain.draining
