@@ -109,8 +109,9 @@ class ServiceInstance:
     instances apart even though both run on CPU here.
     """
 
-    def __init__(self, name: str, workdir: Path):
+    def __init__(self, name: str, workdir: Path, main: Path | None = None):
         self.name = name
+        self.main = main  # a script to run instead (e.g. tests/service/faulty_server.py)
         self.port = 0  # chosen by start_on_a_free_port
         # The service reads .env from its working directory: an empty one keeps a developer's out.
         self.workdir = workdir / name
@@ -130,7 +131,8 @@ class ServiceInstance:
             "KRONOS_LOG_LEVEL": "WARNING",
         }
         env = clean_env(**{**defaults, **settings})
-        argv = [sys.executable, "-m", "services.kronos_fastapi", "--host", "127.0.0.1", "--port", str(self.port)]
+        program = [str(self.main)] if self.main else ["-m", "services.kronos_fastapi"]
+        argv = [sys.executable, *program, "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = ManagedProcess(self.name, argv, env, self.workdir, self.workdir / "service.log")
 
     def start_on_a_free_port(self, **settings: str) -> None:

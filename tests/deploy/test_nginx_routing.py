@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from deploy_support import wait_until
+from deploy_support import REPO, Nginx, ServiceInstance, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 # The deployment guide's requests, as written there.
@@ -221,3 +221,41 @@ def test_failover_when_gpu_dies_and_recovery(lb, instances):
     assert answered_by(response) == ("gpu", "kronos-api-gpu")
     assert "X-Backend-Failover-From" not in response.headers
     assert time.monotonic() - started < 10.0
+
+
+FAULTY_SERVER = REPO / "tests" / "service" / "faulty_server.py"
+
+
+def test_a_broken_model_thread_sends_the_traffic_to_the_other_pool(nginx_bin, tmp_path):
+    """The cpu instance's device goes bad (every model call fails; faulty_server.py): its first
+    forecasts fail (500 is an answer, not a reason to fail over), then readyz turns 503 "broken" and
+    forecasts get 503 at once, which nginx passes on to the gpu instance, and says so."""
+    flag = tmp_path / "device-gone"
+    cpu = ServiceInstance("kronos-api-cpu", tmp_path, main=FAULTY_SERVER)
+    gpu = ServiceInstance("kronos-api-gpu", tmp_path)
+    lb = None
+    try:
+        cpu.start_on_a_free_port(KRONOS_DEVICE="cpu", FAULTY_BROKEN_FLAG=str(flag))
+        gpu.start_on_a_free_port(KRONOS_DEVICE="cpu")
+        cpu.wait_ready()
+        gpu.wait_ready()
+        lb = Nginx(nginx_bin, tmp_path / "nginx", cpu.port, gpu.port)
+        with httpx.Client(base_url=lb.url, timeout=60.0) as client:
+            assert answered_by(send(client, "POST", "/v1/predict/single", json=LB_SINGLE)) == ("cpu", "kronos-api-cpu")
+            flag.touch()
+            for _ in range(3):  # KRONOS_MODEL_FAILURE_LIMIT (3): until then each failure is the answer
+                response = send(client, "POST", "/v1/predict/single", json=LB_SINGLE)
+                assert response.status_code == 500 and answered_by(response) == ("cpu", "kronos-api-cpu")
+            ready = send(client, "GET", "/cpu/v1/readyz")
+            assert ready.status_code == 503 and ready.json()["status"] == "broken", ready.text
+            assert "injected device failure" in ready.json()["reason"]
+            for path, body in (("/v1/predict/single", LB_SINGLE), ("/v1/predict/batch", LB_BATCH)):
+                response = send(client, "POST", path, json=body, headers={"X-Kronos-Device": "cpu"})
+                assert response.status_code == 200, response.text
+                assert answered_by(response) == ("gpu", "kronos-api-gpu")
+                assert response.headers["X-Backend-Failover-From"] == "cpu"
+    finally:
+        if lb is not None:
+            lb.stop()
+        cpu.stop()
+        gpu.stop()

@@ -5,6 +5,7 @@
 - a series with sample_count 7 runs out of memory even alone;
 - a series with seed 21 is slow: each decode step holding it sleeps 0.05 s (a request-level batch,
   0.05 s per candle of its longest forecast), for forecasts still running at SIGTERM;
+- a series with seed 34 hangs: each decode step holding it sleeps 2 s (a wedged model thread);
 - while the file named by FAULTY_BROKEN_FLAG exists, every model call fails (a device gone bad).
 
 The same rules hold for a request-level batch (``KronosPredictor.forecast``) and for a decode step
@@ -30,6 +31,8 @@ OOM_SAMPLE_COUNT = 7
 OOM_ABOVE_SERIES = 2
 SLOW_SEED = 21
 SLOW_STEP_S = 0.05
+HANG_SEED = 34
+HANG_STEP_S = 2.0
 BROKEN_FLAG = os.environ.get("FAULTY_BROKEN_FLAG")
 
 _real_forecast = KronosPredictor.forecast
@@ -57,6 +60,8 @@ def _step(self):
     _fail_on_cue(running)
     if any(s.seed == SLOW_SEED for s in running):
         time.sleep(SLOW_STEP_S)
+    if any(s.seed == HANG_SEED for s in running):
+        time.sleep(HANG_STEP_S)
     return _real_step(self)
 
 
