@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,8 @@ from .settings import Settings
 logger = logging.getLogger("kronos.service")
 
 LOADING, READY, FAILED = "loading", "ready", "failed"
+# The exit status of a process whose model load outlasted KRONOS_MODEL_LOAD_TIMEOUT_S (EX_TEMPFAIL).
+LOAD_TIMEOUT_EXIT = 75
 
 
 def checkpoint_version(folder: Path) -> str:
@@ -149,12 +152,26 @@ class ForecastService:
 
     # --- loading --------------------------------------------------------------------------
     async def load(self) -> None:
-        """Load and warm up in the model thread; never raises (failure is a readiness state)."""
+        """Load and warm up in the model thread; never raises (failure is a readiness state). A load
+        still running after KRONOS_MODEL_LOAD_TIMEOUT_S (a hung download) ends the process, so that the
+        container is restarted: the hung thread cannot be stopped, and nothing else would restart it."""
         loop = asyncio.get_running_loop()
+        timeout = self.settings.model_load_timeout_s or None
         try:
-            await loop.run_in_executor(self._executor, self._load)
+            await asyncio.wait_for(loop.run_in_executor(self._executor, self._load), timeout)
         except asyncio.CancelledError:
             raise
+        except asyncio.TimeoutError:
+            self._state, self._reason = FAILED, f"the model load took longer than {timeout:g} s"
+            logger.critical(
+                "model %s: the load (download included) took longer than %g s (KRONOS_MODEL_LOAD_TIMEOUT_S); "
+                "exiting with status %d so that the container is restarted",
+                self.name,
+                timeout,
+                LOAD_TIMEOUT_EXIT,
+            )
+            logging.shutdown()  # the lines above reach the log before the process goes
+            os._exit(LOAD_TIMEOUT_EXIT)
         except Exception as exc:  # noqa: BLE001 — any failure must become a reason on readyz
             self._state, self._reason = FAILED, f"{type(exc).__name__}: {exc}"
             logger.error("model failed to load: %s", self._reason)

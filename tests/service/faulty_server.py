@@ -6,7 +6,8 @@
 - a series with seed 21 is slow: each decode step holding it sleeps 0.05 s (a request-level batch,
   0.05 s per candle of its longest forecast), for forecasts still running at SIGTERM;
 - a series with seed 34 hangs: each decode step holding it sleeps 2 s (a wedged model thread);
-- while the file named by FAULTY_BROKEN_FLAG exists, every model call fails (a device gone bad).
+- while the file named by FAULTY_BROKEN_FLAG exists, every model call fails (a device gone bad);
+- with FAULTY_LOAD_HANG_S set, finding the checkpoints (the hub download) hangs that long first.
 
 The same rules hold for a request-level batch (``KronosPredictor.forecast``) and for a decode step
 of step-level batching (``DecodeEngine.step``, over the series running in it). Every other call is
@@ -65,7 +66,19 @@ def _step(self):
     return _real_step(self)
 
 
+def _hung(real):
+    def resolve_pair(*args, **kwargs):
+        time.sleep(float(os.environ["FAULTY_LOAD_HANG_S"]))
+        return real(*args, **kwargs)
+
+    return resolve_pair
+
+
 if __name__ == "__main__":
     KronosPredictor.forecast = _forecast
     DecodeEngine.step = _step
+    if os.environ.get("FAULTY_LOAD_HANG_S"):
+        import services.kronos_fastapi.service as service
+
+        service.resolve_pair = _hung(service.resolve_pair)
     sys.exit(main())

@@ -46,6 +46,23 @@ def test_required_keys_missing_refuse_to_start(tmp_path):
     assert "KRONOS_REQUIRE_API_KEYS is true but KRONOS_API_KEYS is empty" in result.stderr
 
 
+def test_a_hung_model_load_ends_the_process_so_it_is_restarted(tmp_path):
+    """A download that hangs would leave the instance unready for ever (nothing restarts a live
+    process): past KRONOS_MODEL_LOAD_TIMEOUT_S it exits with status 75, saying why."""
+    started = time.monotonic()
+    process = subprocess.run(
+        [sys.executable, FAULTY],
+        cwd=tmp_path,
+        env={**ENV, "KRONOS_PORT": "0", "KRONOS_MODEL_LOAD_TIMEOUT_S": "1", "FAULTY_LOAD_HANG_S": "60"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 75, process.stderr[-2000:]
+    assert "took longer than 1 s (KRONOS_MODEL_LOAD_TIMEOUT_S)" in process.stderr
+    assert time.monotonic() - started < 30  # not the 60 s hang
+
+
 def test_help_lists_the_flags(tmp_path):
     result = _run_cli(tmp_path, "--help")
     assert result.returncode == 0
