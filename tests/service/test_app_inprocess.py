@@ -75,8 +75,13 @@ def test_rate_limit_is_per_api_key():
 def test_forwarded_for_is_ignored_from_untrusted_peers():
     app = create_app(_settings(allowed_clients=["10.9.8.0/24"], trusted_proxies=["192.0.2.10"]))
     with LiveApp(app, client=("192.0.2.99", 40000)) as spoofer:
-        error = assert_error(spoofer.get("/v1/readyz", headers={"X-Forwarded-For": "10.9.8.7"}), 403, "forbidden")
+        error = assert_error(
+            spoofer.get("/v1/healthz/detailed", headers={"X-Forwarded-For": "10.9.8.7"}), 403, "forbidden"
+        )
         assert "192.0.2.99" in error["message"]
+        # The probes are open to every address (health checks and scrapers), as they are to keyless clients.
+        assert spoofer.get("/v1/healthz").status_code == 200
+        assert spoofer.get("/v1/metrics").status_code == 200
     with LiveApp(app, client=("192.0.2.10", 40000)) as proxy:
         assert proxy.get("/v1/healthz/detailed", headers={"X-Forwarded-For": "10.9.8.7"}).status_code == 200
 
