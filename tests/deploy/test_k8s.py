@@ -71,6 +71,10 @@ def test_components_render_on_the_hybrid_overlay_and_are_valid(tmp_path, compone
     docs = render_with_component(tmp_path, "hybrid", component)
     validate(docs)
     settings = settings_of(docs)
+    for name in POOLS:  # a folder to serve: nothing to fetch, no revision to pin
+        if component in ("model-volume", "bundled-model"):
+            assert "initContainers" not in one(docs, "Deployment", name)["spec"]["template"]["spec"]
+            assert settings["KRONOS_MODEL_REVISION"] == settings["KRONOS_TOKENIZER_REVISION"] == ""
     if component == "model-volume":
         for name in POOLS:
             deployment = one(docs, "Deployment", name)
@@ -125,11 +129,40 @@ def test_pool_probes(name):
     assert main["livenessProbe"]["httpGet"] == {"path": "/v1/healthz", "port": "http"}
     assert main["readinessProbe"]["httpGet"] == {"path": "/v1/readyz", "port": "http"}
     startup = main["startupProbe"]
-    assert startup["httpGet"] == {"path": "/v1/healthz", "port": "http"}
-    # Long enough for a model download on a first start: at least 10 minutes.
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
-    # A rollout is not declared stuck before the startup probe has given up.
-    assert deployment["spec"]["progressDeadlineSeconds"] > startup["periodSeconds"] * startup["failureThreshold"]
+    # Started = loaded and warmed up: a load that never ends fails the startup probe, and the kubelet
+    # restarts the container (with healthz it would stay unready for ever) ...
+    assert startup["httpGet"] == {"path": "/v1/readyz", "port": "http"}
+    allowed = startup["periodSeconds"] * startup["failureThreshold"]
+    # ... but the service's own load timeout comes first, with the reason in the log.
+    assert float(settings_of(render("hybrid"))["KRONOS_MODEL_LOAD_TIMEOUT_S"]) < allowed
+    # A rollout is not declared stuck before the init container's download and the startup probe gave up.
+    fetch = " ".join(deployment["spec"]["template"]["spec"]["initContainers"][0]["command"])
+    download = int(re.search(r"timeout (\d+) kronos-fetch", fetch)[1])
+    assert deployment["spec"]["progressDeadlineSeconds"] > download + allowed
+
+
+@pytest.mark.parametrize("name", list(POOLS))
+def test_pinned_weights_fetched_once_and_read_offline(name):
+    docs = render("hybrid")
+    settings = settings_of(docs)
+    spec = one(docs, "Deployment", name)["spec"]["template"]["spec"]
+    # Every pod serves the same weights: hub commits, not a branch that moves.
+    for key in ("KRONOS_MODEL_REVISION", "KRONOS_TOKENIZER_REVISION"):
+        assert re.fullmatch(r"[0-9a-f]{40}", settings[key]), (key, settings[key])
+    (fetch,) = spec["initContainers"]
+    assert fetch["image"] == container(one(docs, "Deployment", name))["image"]
+    command = " ".join(fetch["command"])
+    for needed in ("timeout ", "kronos-fetch", '"$KRONOS_MODEL_PATH"', '--revision "$KRONOS_MODEL_REVISION"'):
+        assert needed in command
+    assert '--tokenizer-revision "$KRONOS_TOKENIZER_REVISION"' in command
+    assert [e["configMapRef"]["name"] for e in fetch["envFrom"]] == [
+        e["configMapRef"]["name"] for e in container(one(docs, "Deployment", name))["envFrom"]
+    ]
+    cache = {m["name"]: m["mountPath"] for m in fetch["volumeMounts"]}
+    assert settings["HF_HOME"].startswith(cache["model-cache"] + "/")  # into the cache the service reads
+    assert fetch["securityContext"] == container(one(docs, "Deployment", name))["securityContext"]
+    # The serving container never reaches for the hub.
+    assert env_of(one(docs, "Deployment", name))["HF_HUB_OFFLINE"]["value"] == "1"
 
 
 def test_probe_paths_are_the_services_own_routes():
