@@ -61,6 +61,11 @@ RUN groupadd --system --gid 10001 kronos \
 ENV HF_HOME=/cache/huggingface
 RUN mkdir -p /cache/huggingface && chown 10001:10001 /cache/huggingface
 
+# The SQLite job store of /v1/jobs (docs/jobs.md): owned by the service user too, for the compose
+# files' kronos-jobs volume (KRONOS_JOBS_DATABASE_URL=postgresql://... replaces it).
+ENV KRONOS_JOBS_DIR=/var/lib/kronos/jobs
+RUN mkdir -p /var/lib/kronos/jobs && chown 10001:10001 /var/lib/kronos/jobs
+
 COPY --from=build /opt/venv /opt/venv
 # Root-owned and read-only for the service user, like the mount that replaces it.
 COPY model/bundled/kronos-demo /models

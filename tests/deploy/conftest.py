@@ -29,7 +29,9 @@ def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instances]:
     try:
         # Both at once: start-up is mostly importing torch, which overlaps well.
         with ThreadPoolExecutor(2) as pool:
-            starting = [pool.submit(i.start_on_a_free_port, KRONOS_DEVICE="cpu") for i in (pair.cpu, pair.gpu)]
+            # One job store for both, as the hybrid compose file's shared kronos-jobs volume gives them.
+            shared = {"KRONOS_DEVICE": "cpu", "KRONOS_JOBS_DIR": str(workdir / "jobs")}
+            starting = [pool.submit(i.start_on_a_free_port, **shared) for i in (pair.cpu, pair.gpu)]
             for future in starting:
                 future.result()
             for future in [pool.submit(instance.wait_ready) for instance in (pair.cpu, pair.gpu)]:

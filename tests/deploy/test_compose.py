@@ -21,8 +21,10 @@ BUNDLED_MOUNT = "./model/bundled/kronos-demo"
 # Set by the image (Dockerfile ENV) for every container; not the operator's to change per file.
 FIXED_BY_IMAGE = {"KRONOS_HOST", "KRONOS_PORT"}
 SETTING_NAMES = {f"KRONOS_{name.upper()}" for name in Settings.model_fields}
-# Every file's optional profile "monitoring" (tests/deploy/test_monitoring.py checks them).
+# Every file's optional profile "monitoring" (tests/deploy/test_monitoring.py checks them), and the
+# "jobs" profile's shared job store (tests/deploy/test_jobs_deploy.py).
 MONITORING = {"prometheus", "grafana"}
+OPTIONAL = MONITORING | {"postgres"}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def check_instance(service: dict, project: Path, name: str, limits: tuple[float,
 
 def test_cpu_file(docker_compose, project):
     services = config(docker_compose, project, "docker-compose.cpu.yml")["services"]
-    assert [name for name in services if name not in MONITORING] == ["kronos-api-cpu"]
+    assert [name for name in services if name not in OPTIONAL] == ["kronos-api-cpu"]
     cpu = services["kronos-api-cpu"]
     check_instance(cpu, project, "kronos-api-cpu", (2.0, "4G"), ("1.0", "2G"))
     assert cpu["environment"]["KRONOS_DEVICE"] == "cpu"
@@ -114,7 +116,7 @@ def test_cpu_torch_index_is_a_variable(docker_compose, project):
 
 def test_gpu_file_defaults(docker_compose, project):
     services = config(docker_compose, project, "docker-compose.gpu.yml")["services"]
-    assert [name for name in services if name not in MONITORING] == ["kronos-api-gpu"]
+    assert [name for name in services if name not in OPTIONAL] == ["kronos-api-gpu"]
     gpu = services["kronos-api-gpu"]
     check_instance(gpu, project, "kronos-api-gpu", (4.0, "8G"), ("2.0", "4G"))
     assert gpu["environment"]["KRONOS_DEVICE"] == "cuda:0"
@@ -136,7 +138,7 @@ def test_gpu_file_picks_another_gpu(docker_compose, project):
 
 def test_hybrid_file(docker_compose, project):
     services = config(docker_compose, project, "docker-compose.hybrid.yml", profile="loadbalancer")["services"]
-    assert set(services) - MONITORING == {"kronos-api-cpu", "kronos-api-gpu", "nginx-lb"}
+    assert set(services) - OPTIONAL == {"kronos-api-cpu", "kronos-api-gpu", "nginx-lb"}
     cpu, gpu, lb = services["kronos-api-cpu"], services["kronos-api-gpu"], services["nginx-lb"]
     check_instance(cpu, project, "kronos-api-cpu", (2.0, "4G"), ("1.0", "2G"))
     check_instance(gpu, project, "kronos-api-gpu", (4.0, "8G"), ("2.0", "4G"))

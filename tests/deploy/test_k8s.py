@@ -88,6 +88,8 @@ def test_components_render_on_the_hybrid_overlay_and_are_valid(tmp_path, compone
             keys = env_of(one(docs, "Deployment", name))["KRONOS_API_KEYS"]["valueFrom"]["secretKeyRef"]
             assert keys["optional"] is True
         assert settings["KRONOS_REQUIRE_API_KEYS"] == "false"
+    elif component == "jobs":  # tests/deploy/test_jobs_deploy.py checks it in full
+        assert settings["KRONOS_JOBS_ENABLED"] == "true"
     else:
         assert settings["KRONOS_MODEL_PATH"] == "/models"
     # The overlay's own settings survive the component's merge.
