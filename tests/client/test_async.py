@@ -6,7 +6,7 @@ import asyncio
 
 import pandas as pd
 import pytest
-from conftest import API_KEY, jobs_available
+from client_support import API_KEY, jobs_available
 from kronos_client import AsyncClient, AsyncJob, ValidationError
 
 

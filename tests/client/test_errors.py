@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from conftest import API_KEY
+from client_support import API_KEY
 from kronos_client import (
     Client,
     ConnectionError,

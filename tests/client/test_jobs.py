@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import jobs_available
+from client_support import jobs_available
 from kronos_client import Client, IncompatibleServer, Job, NotFound
 
 

@@ -6,7 +6,7 @@ import logging
 
 import pandas as pd
 import pytest
-from conftest import API_KEY
+from client_support import API_KEY
 from kronos_client import Client, ValidationError, series_seed
 
 OPTIONS = {"sample_count": 4, "quantiles": (0.1, 0.9), "seed": 21}

@@ -10,7 +10,7 @@ import httpx
 import kronos_client
 import pytest
 import tomllib
-from conftest import API_KEY, CLIENT, ROOT
+from client_support import API_KEY, CLIENT, ROOT
 from kronos_client import Client, IncompatibleServer, KronosError
 
 SOURCE = CLIENT / "src" / "kronos_client"

@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import API_KEY
+from client_support import API_KEY
 
 SCRIPT = """
 import json, sys
