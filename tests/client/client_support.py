@@ -13,6 +13,7 @@ Two servers, started together once per session:
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import shutil
 import signal
@@ -114,6 +115,7 @@ class VenvBuild:
         self.seconds: float | None = None
         self.thread = threading.Thread(target=self._build, name="client-venv", daemon=True)
         self.thread.start()
+        atexit.register(self.remove)  # also when the session ends without pytest_sessionfinish
 
     def _run(self, *command: str) -> bool:
         done = subprocess.run(command, capture_output=True, text=True, timeout=VENV_TIMEOUT_S)

@@ -75,9 +75,12 @@ def universe(goog) -> pd.DataFrame:
 _venv: list[VenvBuild] = []
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m have deselected what they deselect
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """Start the venv build as soon as its test is collected, so that it overlaps the other tests."""
-    if not _venv and any(item.nodeid.endswith(VENV_TEST) for item in items):
+    """Start the venv build as soon as its test is collected to run, so that it overlaps the other tests."""
+    if config.option.collectonly or _venv:
+        return
+    if any(item.nodeid.endswith(VENV_TEST) for item in items):
         _venv.append(VenvBuild())
 
 
