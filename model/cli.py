@@ -98,9 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lookback", type=int, default=400, help="use at most this many last rows")
     parser.add_argument("--max-context", type=int, default=None, help="default: the official model's, else 512")
     parser.add_argument("--sample-count", type=int, default=1, help="sample paths; the forecast is their mean")
-    parser.add_argument("--temperature", "--T", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=0.9)
-    parser.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens only (0: all)")
+    parser.add_argument(
+        "--temperature", "--T", type=float, default=None, help="default: 1.0 with one sample path, 1.1 with several"
+    )
+    parser.add_argument(
+        "--top-p", type=float, default=None, help="default: 0.9 with one sample path, 0.95 with several"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=None, help="sample from the k likeliest tokens only (default 0: all)"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--window",
@@ -170,6 +176,15 @@ def _timestamps(frame: pd.DataFrame, column: str | None) -> pd.DatetimeIndex | N
         raise InputError(f"timestamp column {name!r} is not parseable as timestamps ({exc})") from None
 
 
+def _sampling(args: argparse.Namespace):
+    """The effective settings, by the rule the service and the page share (``model/decoding/defaults.py``)."""
+    from .decoding.defaults import effective_sampling
+
+    return effective_sampling(
+        sample_count=args.sample_count, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+    )
+
+
 def _load_predictor(args: argparse.Namespace):
     from .checkpoints.hub import resolve_pair
     from .decoding.pipeline import KronosPredictor
@@ -194,14 +209,15 @@ def _bulk(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for option, given in (("--paths", args.paths), ("--repair-input", args.repair_input)):
         if given:
             parser.error(f"{option} is for one series; a universe run (--id-column) does not take it")
+    sampling = _sampling(args)
     settings = TableSettings(
         pred_len=args.pred_len,
         id_column=args.id_column,
         timestamp_column=args.timestamp_column or "timestamps",
-        sample_count=args.sample_count,
-        T=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
+        sample_count=sampling.sample_count,
+        T=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
         seed=args.seed,
         clean=not args.no_repair,
         window=args.window,
@@ -282,15 +298,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             y_ts = future_timestamps(x_ts, args.pred_len, args.freq, args.calendar)
         predictor = _load_predictor(args)
+        sampling = _sampling(args)
         series = SeriesInput(
             candles=candles,
             timestamps=x_ts,
             future_timestamps=y_ts,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            sample_count=args.sample_count,
-            seed=args.seed,
+            temperature=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            sample_count=sampling.sample_count,
+            seed=sampling.seed,
             clean=not args.no_repair,
             window=args.window,
         )
@@ -317,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         paths = paths.set_index("path", append=True).reorder_levels(["path", index.name])
         paths.to_csv(args.paths, float_format=FLOAT_FORMAT)
     out.to_csv(sys.stdout, float_format=FLOAT_FORMAT)
-    note(f"seed {forecast.seed} (--seed {forecast.seed} reproduces this forecast)")
+    from .decoding.defaults import describe
+
+    used = describe(sampling.with_seed(forecast.seed))
+    note(f"{used} (--seed {forecast.seed} with these settings reproduces this forecast, here or over HTTP)")
     if forecast.repaired:
         total = forecast.samples.shape[0] * forecast.samples.shape[1]
         note(f"{forecast.repaired} of {total} sample-path candles repaired so that {RULE} (--no-repair: raw)")

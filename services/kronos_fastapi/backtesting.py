@@ -11,6 +11,9 @@ The rules:
   ``timestamps`` cut to the window and the window's seed (``seed + j`` when the request has a seed,
   else a random one, reported). Rows sent without timestamps therefore start the fixed calendar at the
   window's first row, as a single request of those rows would.
+- **Windows sample as a single request does** (``band_defaults.sampling``, the one rule): with 20
+  sample paths by default, a backtest's windows take the band defaults as a predict with as many paths
+  does; the answer echoes them (``sampling``), and a window's rows, sample_count and seed reproduce it.
 - **A backtest is a batch of forecasts**: its windows go through the batcher together, so they count
   against ``KRONOS_MAX_QUEUE`` and ``KRONOS_REQUEST_TIMEOUT_S`` as one batch request does; windows are
   at most ``KRONOS_MAX_BATCH_ITEMS``, and windows × sample_count at most ``KRONOS_MAX_BACKTEST_PATHS``.
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from model import Forecast
+from model.decoding.defaults import Sampling
 from model.evaluation import (
     Window,
     backtest_report,
@@ -36,6 +40,7 @@ from model.evaluation import (
     windows_needed,
 )
 
+from . import band_defaults
 from .errors import InvalidRequest
 from .forecasting import _validate, parse_json
 from .responses import float32_digits
@@ -76,6 +81,7 @@ def _windows(
     pred_len: int,
     seed_offset: int,
     settings: Settings,
+    sampling: Sampling,
 ) -> WindowForecasts:
     items = []
     for window in windows:
@@ -89,7 +95,8 @@ def _windows(
                 "calibration": None,
             }
         )
-        items.append(new_series(part, settings, ()))
+        seed = _window_seed(sampling.seed, seed_offset + window.index)
+        items.append(new_series(part, settings, (), sampling.with_seed(seed)))
     actual = np.stack([candles[w.origin : w.origin + pred_len, CLOSE] for w in windows])
     contexts = [candles[w.start : w.origin, CLOSE] for w in windows]
     return WindowForecasts(windows, items, actual, contexts)
@@ -120,6 +127,7 @@ class Backtest:
     lookback: int
     quantiles: list[float]
     plan: WindowForecasts
+    sampling: Sampling  # every window's settings (each with its own seed)
 
     @property
     def series(self) -> list:
@@ -160,8 +168,9 @@ def parse_backtest(body: bytes, settings: Settings) -> Backtest:
             "calibrate: needs a symmetric pair of quantiles (e.g. [0.1, 0.9]) and sample_count >= 2 to calibrate"
         )
     windows = backtest_windows(len(candles), pred_len, request.windows, step, lookback)
-    plan = _windows(request, candles, windows, pred_len, 0, settings)
-    return Backtest(request, full, pred_len, step, lookback, quantiles, plan)
+    sampling = band_defaults.sampling(request)
+    plan = _windows(request, candles, windows, pred_len, 0, settings, sampling)
+    return Backtest(request, full, pred_len, step, lookback, quantiles, plan, sampling)
 
 
 def backtest_result(backtest: Backtest, forecasts: list[Forecast]) -> dict[str, Any]:
@@ -191,6 +200,7 @@ def backtest_result(backtest: Backtest, forecasts: list[Forecast]) -> dict[str, 
         "sample_count": backtest.request.sample_count,
         "step": backtest.step,
         "lookback": backtest.lookback,
+        "sampling": backtest.sampling.as_dict(),
         "windows": windows,
         "metrics": report["metrics"],
         "baselines": report["baselines"],
@@ -228,7 +238,8 @@ def calibration_plan(item: PreparedSeries, request: SingleRequest, settings: Set
             {"rows": len(candles), "rows_needed": needed},
         )
     windows = backtest_windows(len(candles), pred_len, k, pred_len, settings.max_context)
-    return _windows(request, candles, windows, pred_len, 1, settings)
+    # the past windows sample as the forecast they calibrate does
+    return _windows(request, candles, windows, pred_len, 1, settings, item.sampling or band_defaults.sampling(request))
 
 
 def calibration_result(

@@ -1,28 +1,41 @@
-"""Sampling defaults for requests that ask for quantile bands.
+"""A request's effective sampling settings, by the one rule every tool shares
+(``model/decoding/defaults.py``: what it is and why).
 
-A request with ``quantiles`` but without ``T`` / ``top_p`` gets these instead of the plain
-defaults (T 1.0, top_p 0.9): nucleus sampling at 0.9 cuts the tails of every step's token
-distribution, so the sample paths spread too little and a 10-90% band covers fewer than 80% of
-outcomes. Measured with the bundled kronos-demo on held-out index candles (SP500, NASDAQ;
-``python benchmarks/forecast_quality.py --heldout --grid 1:0.9 1:1 1.1:0.95``, table in
-model/bundled/kronos-demo/README.md): the 10-90% band covers 65% at T 1.0 / top_p 0.9 and 70% at
-T 1.1 / top_p 0.95, at a slightly higher point error (1.19x against 1.11x the last-value MAE).
-A value the request gives is always kept; another checkpoint may want other values.
+A value the request gives is kept; the others are ``BAND`` (T 1.1, top_p 0.95) with 2 or more sample
+paths, else ``PLAIN`` (T 1.0, top_p 0.9). Predict, batch items, backtest windows and calibrated
+predict all take their settings from here, and every answer echoes them (``sampling``). The original
+service's shape (``overrides``) keeps that service's defaults (``PLAIN``).
 """
 
 from __future__ import annotations
 
-from .schemas import SingleRequest
+from model.decoding.defaults import BAND, Sampling, effective_sampling
 
-QUANTILE_TEMPERATURE = 1.1
-QUANTILE_TOP_P = 0.95
+from .schemas import Overrides, SingleRequest
+
+QUANTILE_TEMPERATURE = BAND["temperature"]
+QUANTILE_TOP_P = BAND["top_p"]
 
 
-def sampling(request: SingleRequest) -> tuple[float, float]:
-    """(temperature, top_p) for a request: the band defaults where it asks for quantiles and leaves them out."""
+def sampling(request: SingleRequest) -> Sampling:
+    """The settings a data-shape request (or a backtest and its windows) samples with."""
     given = request.model_fields_set
-    if not request.quantiles:
-        return request.T, request.top_p
-    temperature = request.T if "T" in given else QUANTILE_TEMPERATURE
-    top_p = request.top_p if "top_p" in given else QUANTILE_TOP_P
-    return temperature, top_p
+    return effective_sampling(
+        sample_count=request.sample_count,
+        temperature=request.T if "T" in given else None,
+        top_k=request.top_k if "top_k" in given else None,
+        top_p=request.top_p if "top_p" in given else None,
+        seed=request.seed,
+    )
+
+
+def legacy_sampling(overrides: Overrides) -> Sampling:
+    """The original service's overrides: its defaults, whatever the number of paths."""
+    return effective_sampling(
+        sample_count=overrides.sample_count,
+        temperature=overrides.temperature,
+        top_k=overrides.top_k,
+        top_p=overrides.top_p,
+        seed=overrides.seed,
+        plain=True,
+    )

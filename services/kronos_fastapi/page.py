@@ -17,6 +17,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
+from model.decoding.defaults import defaults as sampling_defaults
+
 from .errors import NotFound
 from .schemas import SingleRequest
 from .settings import Settings
@@ -91,6 +93,8 @@ async def config(request: Request) -> JSONResponse:
         "max_pred_len": settings.max_pred_len or settings.max_context,
         "max_sample_count": settings.max_sample_count,
         "max_rows": settings.max_rows,
+        # the one rule of model/decoding/defaults.py: T and top_p the page leaves empty get these
+        "sampling": sampling_defaults(),
     }
     return JSONResponse(body, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 

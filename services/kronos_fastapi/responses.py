@@ -115,10 +115,18 @@ def forecast_result(item: PreparedSeries, forecast: Forecast, index: int = 0, ba
         "repaired_candles": forecast.repaired,
         "notes": item.notes + _repair_note(forecast),
         "p_up": _p_up(item, forecast),
+        "sampling": sampling_used(item, forecast),
     }
     if item.return_paths:
         body["paths"] = sample_paths(forecast, item.columns)
     return body
+
+
+def sampling_used(item: PreparedSeries, forecast: Forecast) -> dict[str, Any]:
+    """The settings the forecast sampled with and the seed it used: send them back for the same forecast."""
+    s = item.series
+    used = {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "sample_count": s.sample_count}
+    return {**used, "seed": forecast.seed}
 
 
 def _p_up(item: PreparedSeries, forecast: Forecast) -> list[float] | None:

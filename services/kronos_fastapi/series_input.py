@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from model import SeriesInput
+from model.decoding.defaults import Sampling
 from model.decoding.forecast import FEATURE_COLUMNS as COLUMNS
 from model.decoding.forecast import SEED_BITS
 from model.errors import InputError
@@ -42,6 +43,7 @@ class PreparedSeries:
     request: SingleRequest | None = None  # the parsed single request (calibrated predict builds windows from it)
     model: str | None = None  # the served model's name; None: the default model
     return_paths: bool = False  # the response carries every sample path (``paths``)
+    sampling: Sampling | None = None  # the effective settings (band_defaults), echoed with the seed used
 
     @property
     def columns(self) -> int:
@@ -184,7 +186,11 @@ def _pad_one_row(candles: np.ndarray, index: pd.DatetimeIndex, future: pd.Dateti
     return np.repeat(candles, 2, axis=0), pd.DatetimeIndex([earlier, index[0]])
 
 
-def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> PreparedSeries:
+def new_series(
+    request: SingleRequest, settings: Settings, prefix: tuple, sampling: Sampling | None = None
+) -> PreparedSeries:
+    """``sampling``: settings decided elsewhere (a backtest's or calibrated predict's windows sample as the
+    request they come from); by default the request's own (``band_defaults.sampling``)."""
     candles = candles_array(request.data, prefix, "data")
     pred_len = request.pred_len if request.pred_len is not None else settings.default_pred_len
     _check_limits(prefix, "data", len(candles), pred_len, request.sample_count, settings)
@@ -219,16 +225,16 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
             candles = np.repeat(candles, 2, axis=0)
     with _calendar_errors(prefix):
         candles, index = _pad_one_row(candles, index, future)
-    temperature, top_p = band_defaults.sampling(request)  # measured defaults where quantiles are asked for
+    sampling = sampling or band_defaults.sampling(request)  # the one rule: band defaults where bands are asked
     series = SeriesInput(
         candles=candles,
         timestamps=index,
         future_timestamps=future,
-        temperature=temperature,
-        top_k=request.top_k,
-        top_p=top_p,
-        sample_count=request.sample_count,
-        seed=request.seed,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        sample_count=sampling.sample_count,
+        seed=sampling.seed,
         clean=True,
         window=request.window,
     )
@@ -242,6 +248,7 @@ def new_series(request: SingleRequest, settings: Settings, prefix: tuple) -> Pre
         repaired,
         model=request.model,
         return_paths=request.return_paths,
+        sampling=sampling,
     )
 
 
@@ -254,7 +261,8 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         raise InvalidRequest(
             f"{_name(prefix, 'overrides', 'pred_len')}: {pred_len} does not match the {given} prediction_timestamps"
         )
-    sample_count = overrides.sample_count if overrides.sample_count is not None else 1
+    sampling = band_defaults.legacy_sampling(overrides)
+    sample_count = sampling.sample_count
     notes: list[str] = []
     candles, repaired = _valid_input(candles, bool(overrides.repair_input), prefix, "candles", notes)
     _seed_note(overrides.seed, notes)
@@ -291,11 +299,11 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         candles=candles,
         timestamps=index,
         future_timestamps=future,
-        temperature=overrides.temperature if overrides.temperature is not None else 1.0,
-        top_k=overrides.top_k if overrides.top_k is not None else 0,
-        top_p=overrides.top_p if overrides.top_p is not None else 0.9,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
         sample_count=sample_count,
-        seed=overrides.seed,
+        seed=sampling.seed,
         clean=True,
     )
     return PreparedSeries(
@@ -308,4 +316,5 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         repaired,
         model=request.model,
         return_paths=bool(overrides.return_paths),
+        sampling=sampling,
     )

@@ -96,7 +96,9 @@ def test_round_trip_equals_predict_df(kind, universe, uninterrupted, demo):
     for series_id, rows in frame.groupby("id"):
         assert list(rows["step"]) == list(range(1, PRED_LEN + 1))
         assert rows["timestamps"].iloc[0] > universe.loc[universe["id"] == series_id, "timestamps"].max()
-    options = {"sample_count": 2, "quantiles": [0.1, 0.9]} if kind == "parquet" else {}
+    # the CLI samples by the service's rule (model/decoding/defaults.py: 2 paths, T 1.1 / top_p 0.95);
+    # predict_df, the Python API, keeps upstream's defaults, so it is given them
+    options = {"sample_count": 2, "quantiles": [0.1, 0.9], "T": 1.1, "top_p": 0.95} if kind == "parquet" else {}
     expected = demo.predict_df(universe, pred_len=PRED_LEN, seed=SEED, clean=True, lookback=400, **options)
     expected = expected.astype({"id": str, "timestamps": "datetime64[ns]"})
     pd.testing.assert_frame_equal(frame, expected)  # the same columns (volume: the input has it), the same numbers

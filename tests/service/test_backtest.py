@@ -73,6 +73,41 @@ def test_windows_follow_the_contract_and_each_is_reproduced_by_predict_single(cl
     assert body["baselines"]["last_value"]["direction_accuracy"] is None  # persistence predicts no move
 
 
+def test_a_default_backtest_window_is_reproduced_by_predict_with_its_rows_and_seed(client):
+    """No T / top_p given: the windows sample by the one rule (20 paths: the band defaults), echoed in
+    ``sampling``; a predict of a window's rows with the same fields and its seed reproduces it, and so
+    does one with nothing but the rows, pred_len and the echoed settings."""
+    pred_len, lookback = 4, 48
+    request = {"data": DATA, "timestamps": STAMPS, "pred_len": pred_len, "seed": 5}
+    body = _post(client, "/v1/backtest", {**request, "windows": 3, "lookback": lookback})
+    sampling = body["sampling"]
+    assert sampling == {"temperature": 1.1, "top_k": 0, "top_p": 0.95, "sample_count": 20, "seed": 5}
+    echoed = {k: sampling[k] for k in ("top_k", "top_p", "sample_count")} | {"T": sampling["temperature"]}
+    for window in body["windows"]:
+        origin, start = window["origin"], max(0, window["origin"] - lookback)
+        rows = {"data": DATA[start:origin], "timestamps": STAMPS[start:origin], "pred_len": pred_len}
+        same_fields = _post(client, "/v1/predict/single", {**rows, "sample_count": 20, "seed": window["seed"]})
+        from_echo = _post(client, "/v1/predict/single", {**rows, **echoed, "seed": window["seed"]})
+        assert same_fields["forecast"] == from_echo["forecast"]
+        assert same_fields["sampling"] == {**sampling, "seed": window["seed"]} == from_echo["sampling"]
+        closes = np.array([row["close"] for row in same_fields["forecast"]])
+        mae = float(np.abs(closes - CLOSES[origin : origin + pred_len]).mean())
+        assert mae == pytest.approx(window["mae"], rel=0, abs=1e-6 * np.abs(closes).max())
+
+
+def test_every_answer_echoes_its_sampling_and_the_echo_reproduces_it(client):
+    body = _post(client, "/v1/predict/single", {"data": DATA[:60], "pred_len": 3, "sample_count": 4})
+    sampling = body["sampling"]
+    assert sampling == {"temperature": 1.1, "top_k": 0, "top_p": 0.95, "sample_count": 4, "seed": body["seed"]}
+    again = {k: sampling[k] for k in ("top_k", "top_p", "sample_count", "seed")} | {"T": sampling["temperature"]}
+    repeated = _post(client, "/v1/predict/single", {"data": DATA[:60], "pred_len": 3, **again})
+    assert repeated["forecast"] == body["forecast"]
+    point = _post(client, "/v1/predict/single", {"data": DATA[:60], "pred_len": 3, "seed": 1})["sampling"]
+    assert point == {"temperature": 1.0, "top_k": 0, "top_p": 0.9, "sample_count": 1, "seed": 1}
+    batch = _post(client, "/v1/predict/batch", {"batch": [{"data": DATA[:20], "sample_count": 2, "seed": 3}]})
+    assert batch["results"][0]["sampling"]["temperature"] == 1.1
+
+
 def test_without_timestamps_a_window_is_reproduced_on_the_fixed_calendar(client):
     body = _post(client, "/v1/backtest", {"data": DATA[:40], "pred_len": 3, "windows": 2, "sample_count": 4})
     window = body["windows"][1]

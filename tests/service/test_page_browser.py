@@ -446,3 +446,34 @@ def test_backtest_panel_shows_the_servers_backtest(visit):
     assert all(str(window["seed"]) in windows for window in body["windows"])
     visit.shot("10-backtest")
     visit.assert_clean()
+
+
+def test_the_page_samples_by_the_servers_defaults_and_its_backtest_is_the_apis(visit, client):
+    """T and top_p left empty get the server's one set of defaults (from /ui/config.json, shown as the
+    fields' placeholders); the page's backtest scores what the API's does with the same settings."""
+    visit.goto()
+    page = visit.page
+    assert (page.get_attribute("#temperature", "placeholder"), page.get_attribute("#top-p", "placeholder")) == (
+        "1.1",
+        "0.95",
+    )  # 8 paths by default
+    page.fill("#sample-count", "1")
+    assert page.get_attribute("#temperature", "placeholder") == "1"
+    page.fill("#sample-count", "4")
+    page.fill("#pred-len", "5")
+    page.fill("#seed", "3")
+    page.fill("#bt-windows", "6")
+    with page.expect_response("**/v1/backtest", timeout=FORECAST_TIMEOUT_MS) as answer:
+        page.click("#backtest")
+    sent, body = json.loads(answer.value.request.post_data), answer.value.json()
+    assert "T" not in sent and "top_p" not in sent
+    assert body["sampling"] == {"temperature": 1.1, "top_k": 0, "top_p": 0.95, "sample_count": 4, "seed": 3}
+    api = client.post(
+        "/v1/backtest",
+        json={k: sent[k] for k in ("data", "timestamps", "pred_len", "sample_count", "windows")} | {"seed": 3},
+    ).json()
+    assert api["metrics"]["coverage"] == body["metrics"]["coverage"] and api["windows"] == body["windows"]
+    response = visit.forecast()
+    assert response.status == 200, response.text()
+    assert "Sampled at T 1.1, top_p 0.95, top_k 0." in page.inner_text("#result-note")
+    visit.assert_clean()

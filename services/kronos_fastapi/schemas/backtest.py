@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from pydantic.json_schema import SkipJsonSchema
 
-from .common import Number, ServedBy
+from .common import Number, SamplingUsed, ServedBy
 from .predict import CalibrationRequest, SingleRequest
 
 
@@ -122,6 +122,10 @@ class BacktestResponse(ServedBy):
     sample_count: int
     step: int
     lookback: int
+    sampling: SamplingUsed = Field(
+        description="every window's settings (as a single request with as many paths: T 1.1 / top_p 0.95 "
+        "unless given); with a window's rows and seed they reproduce its forecast through /v1/predict/single"
+    )
     windows: list[BacktestWindow]
     metrics: ForecastMetrics
     baselines: Baselines

@@ -47,6 +47,18 @@ CandleRow = Annotated[
 ]
 
 
+class SamplingUsed(BaseModel):
+    """The settings a forecast sampled with (the request's, else the defaults: T 1.0 / top_p 0.9 with one
+    sample path, T 1.1 / top_p 0.95 with several) and its seed: send them back, with the same rows and
+    pred_len, for the same forecast."""
+
+    temperature: float = Field(description="T")
+    top_k: int
+    top_p: float
+    sample_count: int
+    seed: int | None = Field(description="the seed used (a backtest: the request's; each window's is in windows)")
+
+
 class ServedBy(BaseModel):
     device: str = Field(description="device the forecast ran on, e.g. cpu or cuda:0")
     model: str = Field(description="model version: hub id @ commit, or checkpoint folder @ weights digest")

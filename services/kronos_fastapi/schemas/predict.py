@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from .common import SEED_LIMIT, Candle, CandleRow, Number, ServedBy, _Strict
+from .common import SEED_LIMIT, Candle, CandleRow, Number, SamplingUsed, ServedBy, _Strict
 
 _SINGLE_EXAMPLE = {"data": [[100.0, 105.0, 98.0, 102.0], [102.0, 108.0, 101.0, 107.0]], "pred_len": 10}
 _SINGLE_FULL_EXAMPLE = {
@@ -71,9 +71,13 @@ class SingleRequest(_Strict):
         description="repair input candles that break low <= min(open, close) <= max(open, close) <= high "
         "(widen high and low) instead of a 422 naming the row",
     )
-    T: Number = Field(1.0, gt=0, description="sampling temperature (with quantiles and no T: 1.1)")
-    top_k: StrictInt = Field(0, ge=0, description="keep the k most likely tokens (0 = off)")
-    top_p: Number = Field(0.9, gt=0, le=1, description="nucleus sampling threshold (with quantiles and no top_p: 0.95)")
+    T: Number = Field(
+        1.0, gt=0, description="sampling temperature; not given: 1.0 with one sample path, 1.1 with several"
+    )
+    top_k: StrictInt = Field(0, ge=0, description="keep the k most likely tokens (0 = off; then top_p is not applied)")
+    top_p: Number = Field(
+        0.9, gt=0, le=1, description="nucleus threshold; not given: 0.9 with one sample path, 0.95 with several"
+    )
     sample_count: StrictInt = Field(1, ge=1, description="sample paths; the forecast is their mean")
     seed: StrictInt | None = Field(
         None,
@@ -262,6 +266,7 @@ class ForecastResult(BaseModel):
         "candles in `forecast`'s steps, repaired and rounded as it is; `forecast` is their mean",
     )
     model_name: str | None = Field(None, description="in a batch: the model that forecast this item")
+    sampling: SamplingUsed = Field(description="the settings and seed this forecast sampled with")
 
 
 class SingleResponse(ServedBy, ForecastResult):

@@ -6,7 +6,7 @@
 import { backtestUnavailable, wireBacktestPanel } from "./backtest-panel.js";
 import { loadExample, wireDataInput } from "./data-input.js";
 import { $ } from "./dom.js";
-import { loadModels, wireForecastForm } from "./forecast-form.js";
+import { loadModels, showSamplingDefaults, wireForecastForm } from "./forecast-form.js";
 import { state } from "./state.js";
 
 // What this server offers (/ui/config.json): only that is shown.
@@ -23,6 +23,7 @@ async function loadConfig() {
   $("api-key-row").hidden = !cfg.api_key_required;
   $("paths-option").hidden = !cfg.sample_flag; // the legend's entry shows once paths are drawn
   if (!cfg.backtest) backtestUnavailable();
+  showSamplingDefaults();
 }
 
 wireForecastForm();

@@ -16,12 +16,25 @@ export function wholeNumber(id, label, min, max) {
   return value;
 }
 
+// An optional setting: undefined when empty (the server's default applies), else a number above 0.
 function positive(id, label, max) {
+  if ($(id).value.trim() === "") return undefined;
   const value = Number($(id).value);
   if (!Number.isFinite(value) || value <= 0 || (max && value > max)) {
-    throw new RangeError(`${label} must be a number above 0${max ? " and at most " + max : ""}.`);
+    throw new RangeError(`${label} must be a number above 0${max ? " and at most " + max : ""}, or empty.`);
   }
   return value;
+}
+
+// The server's sampling defaults (/ui/config.json: one rule for every way in) as the fields' placeholders:
+// T and top_p left empty get them, and the answer's `sampling` says what was used.
+export function showSamplingDefaults() {
+  const defaults = state.config.sampling;
+  if (!defaults) return;
+  const paths = Number($("sample-count").value);
+  const used = paths >= 2 ? defaults.several_paths : defaults.one_path;
+  $("temperature").placeholder = String(used.temperature);
+  $("top-p").placeholder = String(used.top_p);
 }
 
 // The request body as JSON text (the seed goes in as typed: it may be above 2^53). With paths false the
@@ -33,9 +46,11 @@ export function forecastBody(extra = {}, { paths = true } = {}) {
     data: s.rows,
     pred_len: wholeNumber("pred-len", "Candles to forecast", 1, cfg.max_pred_len),
     sample_count: wholeNumber("sample-count", "Sample paths", 1, cfg.max_sample_count),
-    T: positive("temperature", "Temperature T"),
-    top_p: positive("top-p", "top_p", 1),
   };
+  const temperature = positive("temperature", "Temperature T");
+  const topP = positive("top-p", "top_p", 1);
+  if (temperature !== undefined) body.T = temperature;
+  if (topP !== undefined) body.top_p = topP;
   if (s.stamps) body.timestamps = s.stamps;
   const levels = $("band").value ? $("band").value.split(",").map(Number) : null;
   if (levels && body.sample_count >= 2) body.quantiles = [levels[0], 0.5, levels[1]];
@@ -61,8 +76,11 @@ function showResult(json, roundTripMs, note) {
   $("result-device").textContent = json.device || "—";
   const server = typeof json.elapsed_ms === "number" ? `${(json.elapsed_ms / 1000).toFixed(2)} s on the server, ` : "";
   $("result-elapsed").textContent = `${server}${(roundTripMs / 1000).toFixed(2)} s round trip`;
+  const used = json.sampling
+    ? ` Sampled at T ${json.sampling.temperature}, top_p ${json.sampling.top_p}, top_k ${json.sampling.top_k}.`
+    : "";
   $("result-note").textContent =
-    `${json.pred_len ?? ""} candles from ${json.sample_count ?? "?"} sample path(s). ` +
+    `${json.pred_len ?? ""} candles from ${json.sample_count ?? "?"} sample path(s).${used} ` +
     `Send the same seed and settings to get the same forecast. ${note}`;
   $("result").hidden = false;
 }
@@ -165,6 +183,7 @@ export function wireForecastForm() {
     state.apiKey = $("api-key").value.trim();
   });
   $("api-key").addEventListener("change", loadModels);
+  $("sample-count").addEventListener("input", showSamplingDefaults);
   $("download-csv").addEventListener("click", () => {
     if (state.forecast) download(`kronos-forecast-${state.forecast.json.seed}.csv`, "text/csv", forecastCsv());
   });
