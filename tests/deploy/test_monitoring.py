@@ -54,7 +54,7 @@ def run(argv: list[str], cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess:
 def test_promtool_check_rules(promtool):
     result = run([promtool, "check", "rules", str(RULES)])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert f"SUCCESS: {len(rules())} rules found" in result.stdout
 
 
 def test_promtool_test_rules(promtool):
@@ -130,18 +130,20 @@ def scrape_targets(job: dict, discovered: list[dict[str, str]]) -> list[dict[str
 
 
 def kubernetes_pods() -> list[dict[str, str]]:
-    """What Prometheus's pod discovery reports for two pods of each Deployment of the hybrid
-    overlay: one target per declared container port."""
+    """What Prometheus's pod discovery reports for three pods of each Deployment of the hybrid
+    overlay (two running, one evicted): one target per declared container port."""
     found = []
     for deployment in pick(render("hybrid"), "Deployment"):
         template = deployment["spec"]["template"]
-        for index in range(2):
+        # Two running pods, and one evicted (phase Failed: its object stays until deleted).
+        for index, phase in enumerate(("Running", "Running", "Failed")):
             pod = f"{deployment['metadata']['name']}-5d9c7b-{index}"
             for c in template["spec"]["containers"]:
                 for port in c["ports"]:
                     meta = {
                         "__address__": f"10.1.0.{index}:{port['containerPort']}",
                         "__meta_kubernetes_namespace": deployment["metadata"]["namespace"],
+                        "__meta_kubernetes_pod_phase": phase,
                         "__meta_kubernetes_pod_name": pod,
                         "__meta_kubernetes_pod_container_name": c["name"],
                         "__meta_kubernetes_pod_container_port_name": port["name"],
@@ -157,6 +159,7 @@ def test_kubernetes_job_scrapes_every_pool_pod_and_nothing_else():
     (job,) = config["scrape_configs"]
     targets = scrape_targets(job, kubernetes_pods())
     deployments = {d["metadata"]["name"]: d for d in pick(render("hybrid"), "Deployment")}
+    # The running pool pods only: not the router's, not an evicted one (it would be "down").
     assert sorted(t["pod"] for t in targets) == sorted(f"{name}-5d9c7b-{i}" for name in POOLS for i in range(2))
     for target in targets:
         name = target["pod"].rsplit("-", 2)[0]
@@ -205,9 +208,38 @@ def test_adapter_rule_serves_the_hpa_metric_per_pod():
 # --- what the rules and the dashboard name --------------------------------------------------------
 
 
+def rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+
+
 def rule_exprs() -> dict[str, str]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"]}
+    """Each alert's expression (those of an alert with several rules, one per line)."""
+    exprs: dict[str, str] = {}
+    for rule in rules():
+        exprs[rule["alert"]] = "\n".join(filter(None, (exprs.get(rule["alert"]), rule["expr"])))
+    return exprs
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_alert_says_what_it_means_and_where_its_runbook_is():
+    guide = (REPO / "DEPLOYMENT_DEVICE_OPTIONS.md").read_text()
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", guide, flags=re.MULTILINE)}
+    for rule in rules():
+        annotations = rule["annotations"]
+        assert {"summary", "description", "runbook_url"} <= set(annotations), rule["alert"]
+        page, _, anchor = annotations["runbook_url"].partition("#")
+        assert page == "DEPLOYMENT_DEVICE_OPTIONS.md" and anchor == rule["alert"].lower()
+        assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in the guide"
+
+
+def test_every_alert_has_a_promtool_test_that_fires_it():
+    tests = yaml.safe_load((PROMETHEUS / "tests" / "kronos-alerts.test.yml").read_text())["tests"]
+    fired = {case["alertname"] for test in tests for case in test["alert_rule_test"] if case.get("exp_alerts")}
+    assert {rule["alert"] for rule in rules()} <= fired
 
 
 def dashboard_exprs() -> dict[str, str]:
@@ -235,8 +267,11 @@ def test_the_alerts_the_operators_need():
     exprs = rule_exprs()
     assert set(exprs) == {
         "KronosInstanceDown",
+        "KronosPoolDown",
+        "KronosNoTargets",
         "KronosInstanceNotReady",
         "KronosModelLoadFailed",
+        "KronosModelUnhealthy",
         "KronosHighErrorRatio",
         "KronosHighLatencyP95",
         "KronosQueueNearlyFull",
@@ -354,14 +389,16 @@ def test_every_label_matched_is_one_the_metric_has(exported):
 
 def test_label_values_the_rules_match_exist(samples):
     """The label values the rules test for are ones the service produces."""
-    from services.kronos_fastapi import errors, service
+    from services.kronos_fastapi import errors, model_health, service
 
     exprs = "\n".join(rule_exprs().values())
     reasons = set(re.findall(r'reason="([a-z_]+)"', exprs))
     error_types = {getattr(cls, "error_type", None) for cls in vars(errors).values() if isinstance(cls, type)}
     assert reasons and reasons <= error_types
     assert set(re.findall(r'state="([a-z_]+)"', exprs)) == {service.FAILED}
+    assert set(re.findall(r'state=~"([a-z_|]+)"', exprs)) == {f"{model_health.BROKEN}|{model_health.STALLED}"}
     assert set(re.findall(r'route=~"([^"]+)"', exprs)) == {"/v1/predict/.+"}
+    assert set(re.findall(r'route="([^"]+)"', exprs)) == {"/v1/predict/single", "/v1/predict/batch", "/v1/backtest"}
     routes = {s.labels["route"] for s in samples if s.name == "kronos_http_requests_total"}
     assert {r for r in routes if re.fullmatch("/v1/predict/.+", r)} == {"/v1/predict/single", "/v1/predict/batch"}
 
