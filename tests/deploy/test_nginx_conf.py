@@ -167,6 +167,30 @@ def test_other_statuses_are_answers_not_failover(recorded_lb, recorders):
         assert len(cpu.requests) == before
 
 
+@pytest.mark.parametrize("path", ["/v1/metrics", "/cpu/v1/metrics", "/gpu/v1/readyz", "/gpu/v1/healthz/detailed"])
+def test_metrics_and_per_instance_paths_need_the_api_key(recorded_lb, recorders, path):
+    """Through the balancer these are no probes: an instance checks the caller's key first (GET
+    /v1/models with the caller's headers), and its 401 or 403 comes back as JSON from nginx."""
+    cpu, gpu = recorders
+    for status, error_type in ((401, "unauthorized"), (403, "forbidden")):
+        cpu.status = gpu.status = status
+        response = recorded_lb.get(path, headers={"X-API-Key": "wrong"})
+        assert response.status_code == status
+        assert response.json()["error"]["type"] == error_type
+        assert response.headers["X-Backend-Used"] == "none"
+        check = cpu.requests[-1]
+        assert check["path"] == "/v1/models" and check["headers"]["X-API-Key"] == "wrong"
+        assert check["headers"]["X-Forwarded-For"] == "127.0.0.1"  # the allow-list sees the caller
+    cpu.status = gpu.status = 200
+    response = recorded_lb.get(path, headers={"X-API-Key": "right"})
+    assert response.status_code == 200
+    assert response.headers["X-Backend-Used"] == ("gpu" if path.startswith("/gpu") else "cpu")
+    # The API's own 401 is the instance's answer, passed on as it is (not nginx's).
+    cpu.status = 401
+    response = recorded_lb.post("/v1/predict/single", json={"data": [[1, 2, 0.5, 1.5]]})
+    assert response.status_code == 401 and response.json() == {"instance": "cpu"}
+
+
 def test_both_down_is_a_json_502_from_nginx(nginx_bin, tmp_path):
     lb = Nginx(nginx_bin, tmp_path / "nginx", free_port(), free_port())
     try:
