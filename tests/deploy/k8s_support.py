@@ -18,7 +18,7 @@ from deploy_support import REPO, missing_tool
 K8S = REPO / "deploy" / "k8s"
 MONITORING = REPO / "deploy" / "monitoring"
 OVERLAYS = ("cpu", "gpu", "hybrid")
-COMPONENTS = ("model-volume", "bundled-model", "open-api", "jobs")
+COMPONENTS = ("model-volume", "bundled-model", "open-api", "jobs", "cpu-autoscaling")
 POOLS = {"kronos-api-cpu": "cpu-pool", "kronos-api-gpu": "gpu-pool"}
 
 

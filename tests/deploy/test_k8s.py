@@ -88,6 +88,9 @@ def test_components_render_on_the_hybrid_overlay_and_are_valid(tmp_path, compone
             keys = env_of(one(docs, "Deployment", name))["KRONOS_API_KEYS"]["valueFrom"]["secretKeyRef"]
             assert keys["optional"] is True
         assert settings["KRONOS_REQUIRE_API_KEYS"] == "false"
+    elif component == "cpu-autoscaling":  # no Prometheus adapter: CPU alone, so it scales down too
+        (metric,) = one(docs, "HorizontalPodAutoscaler", "kronos-api-cpu")["spec"]["metrics"]
+        assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
     elif component == "jobs":  # tests/deploy/test_jobs_deploy.py checks it in full
         assert settings["KRONOS_JOBS_ENABLED"] == "true"
     else:
@@ -331,17 +334,17 @@ def test_services_and_pdbs_select_exactly_their_pods(overlay):
         assert pdb["spec"] == {"maxUnavailable": 1, "selector": pdb["spec"]["selector"]}
 
 
-def test_cpu_pool_hpa_scales_on_queue_depth_per_pod_with_cpu_fallback():
+def test_cpu_pool_hpa_scales_on_queue_depth_per_pod_alone():
     docs = render("cpu")
     hpa = one(docs, "HorizontalPodAutoscaler", "kronos-api-cpu")
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", "kronos-api-cpu")
     metrics = hpa["spec"]["metrics"]
+    # One metric: with two, the autoscaler skips every scale-down while either cannot be read.
+    assert len(metrics) == 1
     assert metrics[0]["type"] == "Pods"
     assert metrics[0]["pods"]["metric"]["name"] == "kronos_queue_depth"
     assert metrics[0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "8"}
-    assert metrics[1]["type"] == "Resource" and metrics[1]["resource"]["name"] == "cpu"
-    assert metrics[1]["resource"]["target"]["type"] == "Utilization"
     assert hpa["spec"]["minReplicas"] >= 2
     # The autoscaler owns the replica count: none in the Deployment for `kubectl apply` to reset.
     assert "replicas" not in one(docs, "Deployment", "kronos-api-cpu")["spec"]
