@@ -106,3 +106,26 @@ def test_a_newer_service_opens_a_first_revision_database_and_keeps_its_job(tmp_p
             assert without_timing(lines[0]["response"]) == without_timing(direct)
     finally:
         server.stop()
+
+
+def test_a_graceful_stop_gives_the_items_in_flight_back_at_once(tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    df = universe_frame(20, 80)
+    server = _server(tmp_path, "graceful", jobs_dir, KRONOS_JOBS_LEASE_S="600")  # no waiting for a lease
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        job_id = client.post("/v1/jobs", files=csv_upload(df), data={"pred_len": "20", "seed": "1"}).json()["id"]
+        wait_for(lambda: client.get(f"/v1/jobs/{job_id}").json()["counts"]["completed"] >= 3, what="3 items done")
+    assert server.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    database = sqlite3.connect(jobs_dir / SQLITE_FILE)
+    statuses = dict(database.execute("SELECT status, count(*) FROM job_items GROUP BY status"))
+    assert "running" not in statuses and statuses.get("queued", 0) > 0, statuses  # given back, not held
+    assert database.execute("SELECT max(attempts) FROM job_items WHERE status = 'queued'").fetchone()[0] == 0
+    again = _server(tmp_path, "again", jobs_dir, KRONOS_JOBS_LEASE_S="600")
+    try:
+        with httpx.Client(base_url=again.url, timeout=60) as client:
+            job = wait_job(client, job_id, timeout=60)  # at once: no lease of 600 s to wait out
+            assert job["status"] == "succeeded" and job["counts"]["completed"] == 20
+    finally:
+        again.stop()
+    assert database.execute("SELECT max(attempts) FROM job_items").fetchone()[0] == 1  # no stop counted as a crash
+    database.close()

@@ -11,8 +11,9 @@ small groups, answers each through its route (``dispatch.py``: the same model sc
 - **Outcomes**: a 200 is written as the item's response; an error the item would get again (its
   input, its size) as its error; a passing one (the model not ready, the instance stopping) gives
   the item back to be claimed again.
-- **Stopping** (SIGTERM, shutdown): the items in flight are given back unanswered, so another
-  instance (or this one restarted) takes them at once instead of after their lease.
+- **Stopping** (SIGTERM): no more claims while the instance drains; at shutdown the items still in
+  flight are given back unanswered, so another instance (or this one restarted) takes them at once
+  instead of after their lease.
 """
 
 from __future__ import annotations
@@ -113,10 +114,15 @@ class JobWorker:
             heartbeat.cancel()
             await self._give_back()
 
+    def _draining(self) -> bool:
+        """SIGTERM: the items in flight finish (or are given back at the end); no new ones are claimed."""
+        drain = getattr(self.app.state, "drain", None)
+        return bool(getattr(drain, "draining", False))
+
     async def _claim(self) -> int:
         free = self.capacity - len(self.in_flight)
         models = [name for name, service in self.catalog.services.items() if service.ready]
-        if free <= 0 or not models:
+        if free <= 0 or not models or self._draining():
             return 0
         claims = await asyncio.to_thread(self.leases.claim, self.instance, min(free, CLAIM_GROUP), models, self.lease)
         self.on_store_ok()

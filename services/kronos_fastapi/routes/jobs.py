@@ -147,7 +147,7 @@ async def create_job(request: Request, jobs: JobsDep, catalog: CatalogDep, setti
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     jobs.store  # noqa: B018 — a 503 before the upload is read when the store is not open
     if content_type in ("application/json", ""):
-        obj = parse_json(await request.body())
+        obj = await asyncio.to_thread(parse_json, await request.body())  # up to KRONOS_JOBS_MAX_UPLOAD_MB
         job = await asyncio.to_thread(inputs.from_json, obj, owner, catalog, settings)
     elif content_type == "multipart/form-data":
         job = await _from_upload(request, owner, catalog, settings)
