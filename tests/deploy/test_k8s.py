@@ -352,6 +352,17 @@ def test_cpu_pool_hpa_scales_on_queue_depth_per_pod_alone():
     assert int(metrics[0]["pods"]["target"]["averageValue"]) < int(settings_of(docs)["KRONOS_MAX_QUEUE"]) / 4
 
 
+def test_gpu_pool_keeps_a_count_scaled_by_hand_and_replaces_one_pod_at_a_time():
+    for name in POOLS:
+        spec = one(render("hybrid"), "Deployment", name)["spec"]
+        # No replica count for `kubectl apply` to reset (the HPA's, or `kubectl scale`'s).
+        assert "replicas" not in spec
+        # A new pod proves itself before the next old one goes.
+        assert spec["minReadySeconds"] >= 30
+    gpu = one(render("hybrid"), "Deployment", "kronos-api-gpu")["spec"]["strategy"]["rollingUpdate"]
+    assert gpu == {"maxSurge": 0, "maxUnavailable": 1}  # no spare GPU assumed; one pod at a time
+
+
 def test_hybrid_pools_trust_only_the_router_pods():
     docs = render("hybrid")
     assert settings_of(docs)["KRONOS_TRUSTED_PROXIES"] == "kronos-router-pods"
