@@ -298,6 +298,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             y_ts = future_timestamps(x_ts, args.pred_len, args.freq, args.calendar)
         predictor = _load_predictor(args)
+        if args.window == "exact":
+            from .decoding.defaults import sliding_note
+
+            slides = sliding_note(
+                len(candles), args.pred_len, predictor.max_context, "--lookback {fit}", "--window rolling"
+            )
+            if slides:
+                note(slides)
         sampling = _sampling(args)
         series = SeriesInput(
             candles=candles,

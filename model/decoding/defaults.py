@@ -93,3 +93,46 @@ def describe(sampling: Sampling) -> str:
 def defaults() -> dict[str, Any]:
     """The defaults as a client shows them (``/ui/config.json``'s ``sampling``)."""
     return {"one_path": dict(PLAIN), "several_paths": dict(BAND), "top_k": TOP_K, "sample_count": SAMPLE_COUNT}
+
+
+# --- the window: where a forecast outgrows the model's context ------------------------------------
+# Step i (0 = the first forecast candle) is predicted from the rows plus the i candles before it. While
+# that fits in max_context tokens the step costs one token (the cache); past it the window slides: the
+# exact path recomputes the whole max_context-token window for that step (the reference's arithmetic),
+# about max_context times the work. Nothing else changes, so a forecast that slides says so.
+
+
+def rows_that_fit(pred_len: int, max_context: int) -> int:
+    """The rows a forecast of ``pred_len`` uses by default so that rows + pred_len stay within max_context
+    (at least 2): every token it reads and writes fits in the window, which never slides. (One row more
+    would not slide either, the last candle being written, not read; the round rule is easier to keep.)"""
+    return max(2, max_context - pred_len)
+
+
+def sliding_steps(rows: int, pred_len: int, max_context: int) -> int:
+    """How many of the ``pred_len`` steps recompute the whole window (0: the forecast fits)."""
+    return max(0, min(pred_len, rows + pred_len - 1 - max_context))
+
+
+def sliding_note(
+    rows: int,
+    pred_len: int,
+    max_context: int,
+    fewer: str = "send at most the last {fit} rows",
+    rolling: str = '"window": "rolling"',
+) -> str | None:
+    """What a forecast that slides is told: that it does, what it costs and the two ways out (``fewer``
+    rows, a ``rolling`` window), in the caller's words; None when it fits."""
+    steps = sliding_steps(rows, pred_len, max_context)
+    if not steps:
+        return None
+    fit = rows_that_fit(pred_len, max_context)
+    # Measured (bundled model, CPU, 20 paths, pred_len 20): 494 rows (1 step slides) 2x the time of 493,
+    # 512 rows (19 steps) 17x, 1,000 rows (20) 42x: roughly steps + 1 times, more with longer histories.
+    return (
+        f"the window slides: {rows} rows + pred_len {pred_len} outgrow the model's max_context of {max_context}, "
+        f"so {steps} of the {pred_len} steps recompute the whole {max_context}-token window for every sample path "
+        f"instead of adding one token: roughly {steps + 1}x the time of a forecast that fits, or more. Two ways out: "
+        f"{fewer.format(fit=fit)}, or {rolling} (keeps the cache and drops the oldest token: fast, not the "
+        "reference's numbers once it slides)"
+    )

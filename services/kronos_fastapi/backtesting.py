@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from model import Forecast
-from model.decoding.defaults import Sampling
+from model.decoding.defaults import Sampling, rows_that_fit, sliding_note
 from model.evaluation import (
     Window,
     backtest_report,
@@ -43,6 +43,7 @@ from model.evaluation import (
 from . import band_defaults
 from .errors import InvalidRequest
 from .forecasting import _validate, parse_json
+from .model_specs import model_contexts
 from .responses import float32_digits
 from .schemas import SEED_LIMIT, BacktestRequest, SingleRequest
 from .series_input import PreparedSeries, candles_array, new_series
@@ -128,6 +129,7 @@ class Backtest:
     quantiles: list[float]
     plan: WindowForecasts
     sampling: Sampling  # every window's settings (each with its own seed)
+    notes: list[str]  # the windows slide (a lookback past the model's context)
 
     @property
     def series(self) -> list:
@@ -147,7 +149,9 @@ def parse_backtest(body: bytes, settings: Settings) -> Backtest:
     candles = candles_array(request.data, (), "data")
     pred_len = full.series.pred_len
     step = request.step if request.step is not None else pred_len
-    lookback = request.lookback if request.lookback is not None else settings.max_context
+    context = model_contexts(settings).get(request.model, settings.max_context)
+    # by default every window fits its model's context (lookback + pred_len <= max_context): none slides
+    lookback = request.lookback if request.lookback is not None else rows_that_fit(pred_len, context)
     _check_paths("windows", request.windows, request.sample_count, settings)
     needed = rows_needed(pred_len, request.windows, step)
     if len(candles) < needed:
@@ -170,7 +174,9 @@ def parse_backtest(body: bytes, settings: Settings) -> Backtest:
     windows = backtest_windows(len(candles), pred_len, request.windows, step, lookback)
     sampling = band_defaults.sampling(request)
     plan = _windows(request, candles, windows, pred_len, 0, settings, sampling)
-    return Backtest(request, full, pred_len, step, lookback, quantiles, plan, sampling)
+    newest = windows[0].origin - windows[0].start  # the most rows a window has
+    note = sliding_note(newest, pred_len, context, "a lookback of at most {fit}") if request.window == "exact" else None
+    return Backtest(request, full, pred_len, step, lookback, quantiles, plan, sampling, [note] if note else [])
 
 
 def backtest_result(backtest: Backtest, forecasts: list[Forecast]) -> dict[str, Any]:
@@ -201,6 +207,7 @@ def backtest_result(backtest: Backtest, forecasts: list[Forecast]) -> dict[str, 
         "step": backtest.step,
         "lookback": backtest.lookback,
         "sampling": backtest.sampling.as_dict(),
+        "notes": backtest.notes,
         "windows": windows,
         "metrics": report["metrics"],
         "baselines": report["baselines"],
@@ -237,7 +244,9 @@ def calibration_plan(item: PreparedSeries, request: SingleRequest, settings: Set
             f"got {len(candles)}",
             {"rows": len(candles), "rows_needed": needed},
         )
-    windows = backtest_windows(len(candles), pred_len, k, pred_len, settings.max_context)
+    context = model_contexts(settings).get(item.model, settings.max_context)
+    # the backtest's default lookback: no window slides
+    windows = backtest_windows(len(candles), pred_len, k, pred_len, rows_that_fit(pred_len, context))
     # the past windows sample as the forecast they calibrate does
     return _windows(request, candles, windows, pred_len, 1, settings, item.sampling or band_defaults.sampling(request))
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidJSON, InvalidRequest, field_path, invalid_request_from
 from .schemas import BatchRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
-from .series_input import PreparedSeries, legacy_series, new_series
+from .series_input import PreparedSeries, legacy_series, new_series, note_sliding
 from .settings import Settings
 
 # Fields both shapes have tell nothing about which one a body is.
@@ -127,6 +127,7 @@ def parse_single(body: bytes, settings: Settings) -> ParsedRequest:
     request = _validate(SingleRequest, obj)
     item = new_series(request, settings, ())
     item.request = request
+    note_sliding([item], settings)
     return _check_path_values(ParsedRequest(False, False, [item]), settings)
 
 
@@ -152,4 +153,6 @@ def parse_batch(body: bytes, settings: Settings) -> ParsedRequest:
         items = [new_series(item, settings, ("batch", i)) for i, item in enumerate(request.batch)]
     for item in items:
         item.model = item.model or request.model
+    if not legacy:
+        note_sliding(items, settings)
     return _check_path_values(ParsedRequest(legacy, True, items), settings)

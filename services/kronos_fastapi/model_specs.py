@@ -100,3 +100,12 @@ def model_specs(settings: Any) -> tuple[list[ModelSpec], str]:
 def default_spec(settings: Any) -> ModelSpec:
     specs, default = model_specs(settings)
     return next(spec for spec in specs if spec.name == default)
+
+
+def model_contexts(settings: Any) -> dict[str | None, int]:
+    """Each served model's max_context by name, and the default model's under None: what a request's
+    window slides past (the catalog serves exactly these specs)."""
+    specs, default = model_specs(settings)
+    contexts: dict[str | None, int] = {spec.name: spec.max_context for spec in specs}
+    contexts[None] = contexts[default]
+    return contexts

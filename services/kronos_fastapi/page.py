@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from model.decoding.defaults import defaults as sampling_defaults
 
 from .errors import NotFound
+from .model_specs import model_contexts
 from .schemas import SingleRequest
 from .settings import Settings
 
@@ -93,6 +94,8 @@ async def config(request: Request) -> JSONResponse:
         "max_pred_len": settings.max_pred_len or settings.max_context,
         "max_sample_count": settings.max_sample_count,
         "max_rows": settings.max_rows,
+        # the default model's context: the page sends at most max_context - pred_len rows by default
+        "max_context": model_contexts(settings)[None],
         # the one rule of model/decoding/defaults.py: T and top_p the page leaves empty get these
         "sampling": sampling_defaults(),
     }

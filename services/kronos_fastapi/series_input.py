@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from model import SeriesInput
-from model.decoding.defaults import Sampling
+from model.decoding.defaults import Sampling, sliding_note
 from model.decoding.forecast import FEATURE_COLUMNS as COLUMNS
 from model.decoding.forecast import SEED_BITS
 from model.errors import InputError
@@ -25,6 +25,7 @@ from model.series.candles import RULE, describe_invalid, invalid_rows, repair_ca
 
 from . import band_defaults
 from .errors import InvalidRequest, field_path
+from .model_specs import model_contexts
 from .schemas import Candle, LegacySingleRequest, Overrides, SingleRequest
 from .settings import Settings
 
@@ -198,6 +199,11 @@ def new_series(
     notes: list[str] = []
     candles, repaired = _valid_input(candles, request.repair_input, prefix, "data", notes)
     _seed_note(request.seed, notes)
+    if len(candles) == 1:
+        notes.append(
+            "data: 1 row: the model needs 2, so the row is read as a flat history (itself one period earlier) and "
+            "the forecast says little; send 2 or more rows (the Python API refuses fewer than 2)"
+        )
     if request.window == "rolling":
         notes.append(
             "window: rolling: where the rows plus pred_len outgrow the model's context (GET /v1/models: max_context), "
@@ -318,3 +324,15 @@ def legacy_series(request: LegacySingleRequest, settings: Settings, prefix: tupl
         return_paths=bool(overrides.return_paths),
         sampling=sampling,
     )
+
+
+def note_sliding(items: Sequence[PreparedSeries], settings: Settings) -> None:
+    """A forecast whose window slides (rows + pred_len past its model's max_context, window exact) is
+    told so: what it costs and the two ways out (``model.decoding.defaults.sliding_note``)."""
+    contexts = model_contexts(settings)
+    for item in items:
+        s = item.series
+        if s.window == "exact":
+            note = sliding_note(len(s.candles), s.pred_len, contexts.get(item.model, settings.max_context))
+            if note:
+                item.notes.append(note)

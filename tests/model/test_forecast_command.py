@@ -99,6 +99,10 @@ def test_a_rolling_window_is_its_own_reproducible_forecast(goog_csv):
     for out in (exact, rolling):
         assert out.returncode == 0, out.stderr
     assert rolling.stdout == again.stdout and rolling.stdout != exact.stdout
+    # the exact run is told its window slides, what it costs and the two ways out, in the CLI's words
+    assert "the window slides: 200 rows + pred_len 10 outgrow the model's max_context of 64" in exact.stderr
+    assert "send at most" not in exact.stderr and "Two ways out: --lookback 54, or --window rolling" in exact.stderr
+    assert "the window slides" not in rolling.stderr
     frames = [
         pd.read_csv(pd.io.common.StringIO(o.stdout), index_col="timestamp", parse_dates=True) for o in (exact, rolling)
     ]

@@ -236,7 +236,9 @@ def test_a_rolling_window_is_opt_in_said_and_reproducible(client):
     assert answers["slides", "rolling"]["forecast"] != answers["slides", "exact"]["forecast"]
     for name in ("fits", "slides"):
         assert any(note.startswith("window: rolling:") for note in answers[name, "rolling"]["notes"])
-        assert not any("rolling" in note for note in answers[name, "exact"]["notes"])
+    assert not any("rolling" in note for note in answers["fits", "exact"]["notes"])
+    # the exact forecast that slides is told so, with rolling as one way out (tests/service/test_window_cliff.py)
+    assert [n for n in answers["slides", "exact"]["notes"] if "rolling" in n][0].startswith("the window slides:")
     _all_candles_valid(answers["slides", "rolling"])
     again = client.post("/v1/predict/single", json={**slides, "window": "rolling"}).json()
     assert again["forecast"] == answers["slides", "rolling"]["forecast"]

@@ -30,7 +30,10 @@ def test_rows_without_timestamps_sit_on_a_fixed_calendar():
 
 
 def test_one_row_is_a_flat_two_row_history():
-    series = _single({"data": [[100, 105, 98, 102]], "pred_len": 3}).items[0].series
+    item = _single({"data": [[100, 105, 98, 102]], "pred_len": 3}).items[0]
+    series = item.series
+    assert item.notes[0].startswith("data: 1 row: the model needs 2, so the row is read as a flat history")
+    assert not any("1 row" in n for n in _single({"data": [[100, 105, 98, 102]] * 2}).items[0].notes)
     assert series.candles.shape == (2, 4)
     assert np.array_equal(series.candles[0], series.candles[1])
     assert series.timestamps[1] < series.future_timestamps[0]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from backtesting.test import EURUSD
+from backtesting.test import EURUSD, GOOG
 from conftest import ROOT
 
 try:
@@ -312,9 +312,22 @@ def test_a_server_error_is_shown_in_words(visit):
     visit.page.click("#forecast")
     assert "Candles to forecast must be a whole number from 1 to 512" in visit.page.inner_text("#message")
     visit.page.fill("#pred-len", "5")
-    rows = "".join(f"{100 + i % 7},{102 + i % 7},{99 + i % 7},{101 + i % 7}\n" for i in range(2049))
-    visit.page.fill("#csv-text", "open,high,low,close\n" + rows)  # one row over KRONOS_MAX_ROWS
+    rows = [[100 + i % 7, 102 + i % 7, 99 + i % 7, 101 + i % 7] for i in range(2049)]
+    text = "".join(",".join(map(str, row)) + "\n" for row in rows)
+    visit.page.fill("#csv-text", "open,high,low,close\n" + text)  # one row over KRONOS_MAX_ROWS
     visit.page.click("#use-pasted")
+    # the page sends what the model can use, and never more than the server takes
+    assert visit.page.inner_text("#rows-note").startswith("The last 507 of 2049 rows are sent: with 5 candles")
+    visit.page.fill("#history-rows", "2049")
+    visit.page.click("#forecast")
+    assert "History rows sent must be a whole number from 2 to 2048" in visit.page.inner_text("#message")
+    assert not any("/v1/predict" in url for url in visit.requests)
+    visit.page.fill("#history-rows", "")
+
+    def oversized(route) -> None:  # a request the page would not send, so the server's own 422 comes back
+        route.continue_(post_data=json.dumps({**json.loads(route.request.post_data), "data": rows}))
+
+    visit.page.route("**/v1/predict/single", oversized)
     response = visit.forecast()
     assert response.status == 422
     error = response.json()["error"]
@@ -476,4 +489,45 @@ def test_the_page_samples_by_the_servers_defaults_and_its_backtest_is_the_apis(v
     response = visit.forecast()
     assert response.status == 200, response.text()
     assert "Sampled at T 1.1, top_p 0.95, top_k 0." in page.inner_text("#result-note")
+    visit.assert_clean()
+
+
+def test_the_page_sends_the_rows_the_model_can_use_and_never_more_than_the_server_takes(visit, tmp_path):
+    """A long file is charted whole; a forecast sends its last max_context - pred_len rows by default (so the
+    window never slides), the number typed in the visible control otherwise; a backtest every row the
+    server takes (KRONOS_MAX_ROWS, from /ui/config.json); old backtest results go with a new file."""
+    path = tmp_path / "goog-all.csv"
+    with path.open("w") as out:
+        out.write("Date,Open,High,Low,Close\n")
+        for ts, row in GOOG.iterrows():
+            out.write(f"{ts:%Y-%m-%d},{row.Open},{row.High},{row.Low},{row.Close}\n")
+    visit.goto()
+    page = visit.page
+    page.fill("#pred-len", "5")
+    page.fill("#sample-count", "2")
+    page.fill("#bt-windows", "2")
+    with page.expect_response("**/v1/backtest", timeout=FORECAST_TIMEOUT_MS):
+        page.click("#backtest")
+    page.locator("#backtest-result").wait_for(state="visible")
+    page.set_input_files("#csv-file", str(path))
+    expect(page.locator("#series-name")).to_contain_text(f"goog-all.csv: {len(GOOG)} candles")
+    assert page.is_hidden("#backtest-result") and page.is_hidden("#backtest-message")
+    assert page.inner_text("#rows-note").startswith(f"The last 507 of {len(GOOG)} rows are sent")
+    response = visit.forecast()
+    assert response.status == 200, response.text()
+    sent = _sent(response)
+    assert len(sent["data"]) == 507 == len(sent["timestamps"]) and sent["timestamps"][-1] == "2013-03-01T00:00:00"
+    assert not any(n.startswith("the window slides") for n in response.json()["notes"])
+    page.fill("#history-rows", "300")
+    assert page.inner_text("#rows-note") == f"The last 300 of {len(GOOG)} rows are sent."
+    assert len(_sent(visit.forecast())["data"]) == 300
+    with page.expect_response("**/v1/backtest", timeout=FORECAST_TIMEOUT_MS) as answer:
+        page.click("#backtest")
+    assert answer.value.status == 200, answer.value.text()
+    assert len(json.loads(answer.value.request.post_data)["data"]) == 2048  # KRONOS_MAX_ROWS
+    body = answer.value.json()
+    assert body["lookback"] == 507 and body["notes"] == []
+    page.locator("#backtest-result").wait_for(state="visible")
+    offset = len(GOOG) - 2048
+    assert str(body["windows"][0]["origin"] + offset) in page.inner_text("#bt-windows-table")
     visit.assert_clean()

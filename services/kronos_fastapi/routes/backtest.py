@@ -20,8 +20,9 @@ router = APIRouter(prefix="/v1", tags=["backtest"])
     "/backtest",
     summary="Backtest the forecast on your own history, against naive baselines",
     description="The single request's fields plus `windows` (default 10), `step` (default pred_len), `lookback` "
-    "(default KRONOS_MAX_CONTEXT) and `calibrate`. Window j (0 = newest) has origin N - pred_len - j·step, "
-    "forecasts from rows [max(0, origin - lookback), origin) and is scored on rows [origin, origin + pred_len). "
+    "(default max_context - pred_len: no window slides) and `calibrate`. Window j (0 = newest) has origin "
+    "N - pred_len - j·step, forecasts from rows [max(0, origin - lookback), origin) and is scored on rows "
+    "[origin, origin + pred_len). "
     "The windows are one batch of forecasts: they count against the queue and the timeout like a batch request.",
     response_model=BacktestResponse,
     responses=error_responses(400, 401, 403, 413, 422, 429, 500, 503, 504),

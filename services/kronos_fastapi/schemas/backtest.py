@@ -45,7 +45,10 @@ class BacktestRequest(SingleRequest):
     windows: StrictInt = Field(10, ge=1, description="forecast origins, newest first")
     step: StrictInt | None = Field(None, ge=1, description="rows between origins (default pred_len)")
     lookback: StrictInt | None = Field(
-        None, ge=2, description="rows of context per window (default KRONOS_MAX_CONTEXT, all the model sees)"
+        None,
+        ge=2,
+        description="rows of context per window (default: max_context - pred_len of the model, the most that "
+        "keep lookback + pred_len within its context, so no window slides)",
     )
     calibrate: bool = Field(False, description="also score bands calibrated on each window's earlier windows only")
     # predict's calibration is not a backtest field: hidden from the schema, refused with a pointer to `calibrate`
@@ -125,6 +128,9 @@ class BacktestResponse(ServedBy):
     sampling: SamplingUsed = Field(
         description="every window's settings (as a single request with as many paths: T 1.1 / top_p 0.95 "
         "unless given); with a window's rows and seed they reproduce its forecast through /v1/predict/single"
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="what to know, e.g. that a lookback past the model's context slides"
     )
     windows: list[BacktestWindow]
     metrics: ForecastMetrics

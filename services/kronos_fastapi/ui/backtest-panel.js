@@ -3,7 +3,7 @@
 
 import { call, parseJson } from "./api.js";
 import { drawBacktest } from "./chart.js";
-import { $, showMessage } from "./dom.js";
+import { $, hideMessage, showMessage } from "./dom.js";
 import { forecastBody, wholeNumber } from "./forecast-form.js";
 import { state } from "./state.js";
 
@@ -52,7 +52,14 @@ function flatten(value, prefix = "") {
   return Object.entries(value).flatMap(([k, v]) => flatten(v, prefix ? `${prefix} ${k}` : k));
 }
 
-function showBacktest(json) {
+// Old results go when the series changes (they were about another one).
+export function clearBacktestResult() {
+  $("backtest-result").hidden = true;
+  if (state.config.backtest) hideMessage($("backtest-message")); // "unavailable" stays said
+}
+
+// offset: rows of the series before the first one sent (origins are counted in the rows sent).
+function showBacktest(json, offset) {
   const metrics = json.metrics || {};
   const baselines = json.baselines || {};
   const names = Object.keys(baselines);
@@ -82,9 +89,12 @@ function showBacktest(json) {
   fillTable(
     $("bt-windows-table"),
     ["Origin row", "Timestamp", "Seed", "MAE"],
-    windows.map((w) => [String(w.origin), w.timestamp || "—", w.seed ?? "—", number(w.mae)]),
+    windows.map((w) => [String(w.origin + offset), w.timestamp || "—", w.seed ?? "—", number(w.mae)]),
   );
-  drawBacktest(windows, (w) => `MAE ${number(w.mae)}`);
+  drawBacktest(
+    windows.map((w) => ({ ...w, origin: Number.isInteger(w.origin) ? w.origin + offset : w.origin })),
+    (w) => `MAE ${number(w.mae)}`,
+  );
   const summary = skill.length ? `Skill (1 − model/baseline): ${skill.map(([k, v]) => `${k} ${number(v)}`).join(", ")}.` : "";
   showMessage(`${windows.length} windows backtested. ${summary}`, $("backtest-message"));
   $("backtest-result").hidden = false;
@@ -99,11 +109,15 @@ async function runBacktest() {
   if (state.busy || !state.series) return;
   if (!state.config.backtest) return backtestUnavailable();
   let request;
+  let sent;
   try {
     const extra = { windows: wholeNumber("bt-windows", "Windows", 1), calibrate: $("bt-calibrate").checked };
     if ($("bt-step").value.trim()) extra.step = wholeNumber("bt-step", "Rows between origins", 1);
     if ($("bt-lookback").value.trim()) extra.lookback = wholeNumber("bt-lookback", "Rows of context", 1);
-    request = forecastBody(extra, { paths: false });
+    // every row the server takes (the windows need more history than one forecast); its lookback keeps
+    // each window inside the model's context
+    sent = Math.min(state.series.rows.length, state.config.max_rows || state.series.rows.length);
+    request = forecastBody(extra, { paths: false, rows: sent });
   } catch (error) {
     if (!(error instanceof RangeError)) throw error;
     showMessage(error.message, $("backtest-message"));
@@ -119,7 +133,7 @@ async function runBacktest() {
       $("backtest-result").hidden = true;
       return;
     }
-    showBacktest(parseJson(answer.text));
+    showBacktest(parseJson(answer.text), state.series.rows.length - sent);
   } finally {
     state.busy = false;
   }

@@ -1,9 +1,11 @@
 // The data panel: a series from a CSV file, pasted CSV or the shipped example, checked by csv.js,
 // made the page's series and charted (a bad file is named in #message and the old series stays).
 
+import { clearBacktestResult } from "./backtest-panel.js";
 import { DAY, drawSeries } from "./chart.js";
 import { CsvError, parse } from "./csv.js";
 import { $, hideMessage, showMessage } from "./dom.js";
+import { showRowsNote } from "./forecast-form.js";
 import { state } from "./state.js";
 
 function useSeries(name, text) {
@@ -21,10 +23,12 @@ function useSeries(name, text) {
   state.series = { name, ...parsed, times };
   state.forecast = null;
   $("result").hidden = true;
+  clearBacktestResult();
   hideMessage();
   $("series-name").textContent =
     `${name}: ${parsed.rows.length} candles, columns ${parsed.columns.join(", ")}` +
     (parsed.times ? "" : " (no timestamps: rows are read as consecutive days)");
+  showRowsNote();
   try {
     drawSeries();
   } catch (error) {

@@ -37,13 +37,57 @@ export function showSamplingDefaults() {
   $("top-p").placeholder = String(used.top_p);
 }
 
+// --- the rows sent -----------------------------------------------------------------------------
+// The chosen model's context (GET /v1/models), else the default model's (/ui/config.json).
+function context() {
+  const chosen = $("model").hidden ? null : $("model").value;
+  return (chosen && state.contexts[chosen]) || state.config.max_context || null;
+}
+
+// How many of the series' last rows a forecast sends: the typed number (at most KRONOS_MAX_ROWS), else
+// all the model can use without its window sliding (rows + pred_len within max_context), else all.
+export function historyRows() {
+  const total = state.series.rows.length;
+  const limit = state.config.max_rows || total;
+  if ($("history-rows").value.trim()) {
+    return Math.min(total, wholeNumber("history-rows", "History rows sent", 2, limit));
+  }
+  const predLen = Number($("pred-len").value);
+  const fit = context() && Number.isInteger(predLen) && predLen > 0 ? Math.max(2, context() - predLen) : total;
+  return Math.min(total, fit, limit);
+}
+
+// Says how many rows are sent and why (the visible side of the control above).
+export function showRowsNote() {
+  if (!state.series) return;
+  const total = state.series.rows.length;
+  let rows;
+  try {
+    rows = historyRows();
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    $("rows-note").textContent = error.message;
+    return;
+  }
+  let why = "";
+  if (!$("history-rows").value.trim() && rows < total) {
+    why =
+      rows === state.config.max_rows && rows < context() - Number($("pred-len").value)
+        ? ` (the server takes at most ${rows} rows, KRONOS_MAX_ROWS)`
+        : `: with ${$("pred-len").value} candles to forecast, the model's context of ${context()} holds no more; ` +
+          "more rows would make every step recompute the whole window (much slower)";
+  }
+  $("rows-note").textContent = `The last ${rows} of ${total} rows are sent${why}.`;
+}
+
 // The request body as JSON text (the seed goes in as typed: it may be above 2^53). With paths false the
-// sample paths are not asked for (the backtest takes no return_paths).
-export function forecastBody(extra = {}, { paths = true } = {}) {
+// sample paths are not asked for (the backtest takes no return_paths). rows: how many of the last rows.
+export function forecastBody(extra = {}, { paths = true, rows = null } = {}) {
   const s = state.series;
   const cfg = state.config;
+  const sent = rows ?? historyRows();
   const body = {
-    data: s.rows,
+    data: s.rows.slice(s.rows.length - sent),
     pred_len: wholeNumber("pred-len", "Candles to forecast", 1, cfg.max_pred_len),
     sample_count: wholeNumber("sample-count", "Sample paths", 1, cfg.max_sample_count),
   };
@@ -51,7 +95,7 @@ export function forecastBody(extra = {}, { paths = true } = {}) {
   const topP = positive("top-p", "top_p", 1);
   if (temperature !== undefined) body.T = temperature;
   if (topP !== undefined) body.top_p = topP;
-  if (s.stamps) body.timestamps = s.stamps;
+  if (s.stamps) body.timestamps = s.stamps.slice(s.stamps.length - sent);
   const levels = $("band").value ? $("band").value.split(",").map(Number) : null;
   if (levels && body.sample_count >= 2) body.quantiles = [levels[0], 0.5, levels[1]];
   if (cfg.model_field && !$("model").hidden && $("model").value) body.model = $("model").value;
@@ -160,6 +204,7 @@ export async function loadModels() {
   const body = parseJson(answer.text);
   const list = Array.isArray(body) ? body : body.models || body.data || [];
   const names = list.map((m) => (typeof m === "string" ? m : m && (m.name || m.id))).filter(Boolean);
+  state.contexts = Object.fromEntries(list.filter((m) => m && m.name && m.max_context).map((m) => [m.name, m.max_context]));
   const select = $("model");
   const chosen = select.value;
   select.replaceChildren(
@@ -172,6 +217,7 @@ export async function loadModels() {
   if (names.includes(chosen)) select.value = chosen;
   else if (body.default && names.includes(body.default)) select.value = body.default;
   select.hidden = $("model-label").hidden = names.length === 0;
+  showRowsNote();
 }
 
 export function wireForecastForm() {
@@ -184,6 +230,8 @@ export function wireForecastForm() {
   });
   $("api-key").addEventListener("change", loadModels);
   $("sample-count").addEventListener("input", showSamplingDefaults);
+  for (const id of ["pred-len", "history-rows"]) $(id).addEventListener("input", showRowsNote);
+  $("model").addEventListener("change", showRowsNote);
   $("download-csv").addEventListener("click", () => {
     if (state.forecast) download(`kronos-forecast-${state.forecast.json.seed}.csv`, "text/csv", forecastCsv());
   });

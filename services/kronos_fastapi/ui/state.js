@@ -7,4 +7,5 @@ export const state = {
   forecast: null, // {json, text, levels}: the last forecast answer, for the downloads
   apiKey: "", // this tab's memory only: never stored, never in a URL
   busy: false,
+  contexts: {}, // model name → max_context (GET /v1/models): how many rows a forecast can use
 };
