@@ -537,3 +537,34 @@ def _answers(url: str) -> bool:
         return "X-Backend-Used" in httpx.get(url + "/v1/healthz", timeout=5).headers
     except httpx.HTTPError:
         return False
+
+
+@pytest.mark.parametrize("name", ["kronos-api-cpu", "kronos-api-gpu", "kronos-router"])
+def test_pods_spread_over_nodes_and_zones(name):
+    deployment = one(render("hybrid"), "Deployment", name)
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in spread:
+        assert constraint["labelSelector"]["matchLabels"] == labels  # its own pods, not the others'
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-node cluster still runs them
+
+
+def test_only_the_router_and_prometheus_reach_the_pools():
+    docs = render("hybrid")
+    (policy,) = pick(docs, "NetworkPolicy")
+    assert policy["metadata"]["namespace"] == "kronos"
+    selector = policy["spec"]["podSelector"]
+    for name, pool in POOLS.items():
+        labels = one(docs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        assert selects(selector["matchLabels"], labels)
+        assert pool in selector["matchExpressions"][0]["values"]
+    router = one(docs, "Deployment", "kronos-router")["spec"]["template"]["metadata"]["labels"]
+    (rule,) = policy["spec"]["ingress"]
+    peers = rule["from"]
+    assert selects(peers[0]["podSelector"]["matchLabels"], router)
+    assert peers[1]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress (hub, job store) stays open
+    # The CPU-only and GPU-only overlays serve clients directly: no policy there.
+    assert not pick(render("cpu"), "NetworkPolicy") and not pick(render("gpu"), "NetworkPolicy")
