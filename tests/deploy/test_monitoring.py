@@ -453,8 +453,27 @@ def test_compose_monitoring_profile(docker_compose, file):
         == f"/var/lib/grafana/dashboards/{DASHBOARD.name}"
     )
     # This host only, unless the operator says otherwise.
-    for service, port in ((prometheus, 9090), (grafana, 3000)):
+    alertmanager = services["alertmanager"]
+    for service, port in ((prometheus, 9090), (grafana, 3000), (alertmanager, 9093)):
         assert service["ports"] == [f"127.0.0.1:{port}:{port}/tcp"]
+    # The alerts go somewhere: Prometheus names the profile's Alertmanager, whose route has a receiver.
+    assert alertmanager["profiles"] == ["monitoring"]
+    config = mounts(alertmanager)["/etc/alertmanager/alertmanager.yml"]
+    assert config == (MONITORING / "alertmanager" / "alertmanager.yml", "ro")
+    routing = yaml.safe_load(config[0].read_text())
+    assert routing["route"]["receiver"] in {r["name"] for r in routing["receivers"]}
+    (sent_to,) = yaml.safe_load((PROMETHEUS / "prometheus-compose.yml").read_text())["alerting"]["alertmanagers"]
+    assert sent_to["static_configs"] == [{"targets": ["alertmanager:9093"]}]
+    # No admin/admin: without a password of the operator's, Grafana refuses to start and says why.
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] in ("", None)
+    # (`config` keeps the file's $$, which the container sees as $.)
+    script = grafana["entrypoint"][-1].replace("$$", "$").replace("exec /run.sh", "exit 0")
+    for password, code in (("", 1), ("s3cret", 0)):
+        ran = subprocess.run(
+            ["sh", "-c", script], env={"GF_SECURITY_ADMIN_PASSWORD": password}, capture_output=True, text=True
+        )
+        assert ran.returncode == code, ran.stderr
+    assert "set KRONOS_GRAFANA_ADMIN_PASSWORD" in ran.stderr or code == 0
 
 
 def test_queue_capacity_is_the_max_queue_setting(samples):
