@@ -69,18 +69,23 @@ class ModelCatalog:
         await asyncio.gather(*(service.close() for service in self.services.values()))
 
     async def forecast(
-        self, series: Sequence[SeriesInput], models: Sequence[str | None], endpoint: str
+        self, series: Sequence[SeriesInput], models: Sequence[str | None], endpoint: str, partial: bool = False
     ) -> tuple[list[Forecast], list[ForecastService]]:
         """Forecast ``series[i]`` with model ``models[i]``: the forecasts, and the service of each.
 
         Series of one model go to its batcher together (all or nothing, as one request); with several
         models, each group goes to its own batcher at once, and the first failure ends the others.
-        Unknown names must have been refused already (``get``).
+        Unknown names must have been refused already (``get``). ``partial``: each series' Forecast or
+        its own ServiceError, every group running to its end; a group refused as a whole (queue full,
+        model not ready) answers each of its series with that error, unless every group was refused:
+        then that error is raised, as nothing ran.
         """
         services = [self.get(name) for name in models]
         groups: dict[str, list[int]] = {}
         for i, service in enumerate(services):
             groups.setdefault(service.name, []).append(i)
+        if partial:
+            return await self._partial(series, services, groups, endpoint), services
         if len(groups) == 1:
             return await services[0].forecast(series, endpoint), services
         tasks = {
@@ -102,6 +107,28 @@ class ModelCatalog:
                 if task.done() and not task.cancelled():
                     task.exception()  # seen: a second group's failure is not logged as never retrieved
         return forecasts, services
+
+    async def _partial(
+        self,
+        series: Sequence[SeriesInput],
+        services: list[ForecastService],
+        groups: dict[str, list[int]],
+        endpoint: str,
+    ) -> list[Any]:
+        async def group(name: str, indices: list[int]) -> list[Any] | ServiceError:
+            try:
+                return await self.services[name].forecast([series[i] for i in indices], endpoint, partial=True)
+            except ServiceError as error:  # the group as a whole: refused before anything ran
+                return error
+
+        answers = await asyncio.gather(*(group(name, indices) for name, indices in groups.items()))
+        if all(isinstance(a, ServiceError) for a in answers):
+            raise answers[0]
+        outcomes: list[Any] = [None] * len(series)
+        for indices, answer in zip(groups.values(), answers):
+            for j, i in enumerate(indices):
+                outcomes[i] = answer if isinstance(answer, ServiceError) else answer[j]
+        return outcomes
 
 
 def _renumbered(error: ServiceError, indices: list[int]) -> ServiceError:

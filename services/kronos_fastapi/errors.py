@@ -7,6 +7,7 @@ middlewares (which answer before any route runs) and from the handlers registere
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -117,6 +118,28 @@ def error_response(error: ServiceError) -> JSONResponse:
         status_code=error.status_code,
         headers=error.headers,
     )
+
+
+# A message that starts by naming its field: "batch[2].data[3]: ...", "pred_len: ...".
+_FIELD_PREFIX = re.compile(r"^((?:[A-Za-z_]\w*|\[\d+\])(?:\.[A-Za-z_]\w*|\[\d+\])*): ")
+
+
+def field_details(message: str, details: Any = None) -> list[dict[str, Any]]:
+    """Details that each name their field: the ones that do are kept; any other (none, or an object of
+    numbers such as a limit) gets the field the message starts with (else ``body``) and the message."""
+    found = _FIELD_PREFIX.match(message)
+    where, text = (found[1], message[found.end() :]) if found else ("body", message)
+    listed = [] if details is None else details if isinstance(details, list) else [details]
+    if not listed:
+        return [{"field": where, "message": text}]
+    return [
+        d if isinstance(d, dict) and "field" in d else {"field": where, "message": text, **_as_object(d)}
+        for d in listed
+    ]
+
+
+def _as_object(detail: Any) -> dict[str, Any]:
+    return detail if isinstance(detail, dict) else {"value": detail}
 
 
 def field_path(loc: tuple | list) -> str:

@@ -8,13 +8,14 @@ input candles, timestamps, one-row series and quantile bands) is ``series_input.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from .errors import InvalidJSON, InvalidRequest, field_path, invalid_request_from
-from .schemas import BatchRequest, LegacyBatchRequest, LegacySingleRequest, SingleRequest
+from .errors import InvalidJSON, InvalidRequest, field_details, field_path, invalid_request_from
+from .model_specs import model_contexts
+from .schemas import BatchItem, BatchRequest, LegacyBatchItem, LegacyBatchRequest, LegacySingleRequest, SingleRequest
 from .series_input import PreparedSeries, legacy_series, new_series, note_sliding
 from .settings import Settings
 
@@ -27,7 +28,13 @@ _LEGACY_SINGLE = frozenset(LegacySingleRequest.model_fields) - {"timestamps", "m
 class ParsedRequest:
     legacy: bool
     batch: bool
-    items: list[PreparedSeries]
+    items: list[PreparedSeries]  # the valid ones
+    partial: bool = False  # a batch that keeps what finished: each item its result or its error
+    positions: list[int] = field(default_factory=list)  # each valid item's index in the request's batch
+    invalid: dict[int, tuple[InvalidRequest, str | None]] = field(default_factory=dict)  # index → (error, id)
+
+    def __post_init__(self) -> None:
+        self.positions = self.positions or list(range(len(self.items)))
 
     @property
     def rows(self) -> int:
@@ -99,7 +106,7 @@ def _check_path_values(parsed: ParsedRequest, settings: Settings) -> ParsedReque
         total += values
         if total <= settings.max_path_values:
             continue
-        where = (("items" if parsed.legacy else "batch", i) if parsed.batch else ()) + (
+        where = (("items" if parsed.legacy else "batch", parsed.positions[i]) if parsed.batch else ()) + (
             ("overrides", "return_paths") if parsed.legacy else ("return_paths",)
         )
         name, limit = field_path(where), settings.max_path_values
@@ -131,28 +138,88 @@ def parse_single(body: bytes, settings: Settings) -> ParsedRequest:
     return _check_path_values(ParsedRequest(False, False, [item]), settings)
 
 
+class _BatchOptions(BaseModel):
+    """A batch body's own fields; its items are validated one by one (every bad one is reported)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch: list[Any] = Field(min_length=1)
+    model: str | None = Field(None, max_length=64)
+    partial: StrictBool = False
+
+
+class _LegacyBatchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Any] = Field(min_length=1)
+    model: str | None = Field(None, max_length=64)
+
+
+def _unknown_model(name: str | None, where: str, contexts: dict[str | None, int]) -> None:
+    if name is not None and name not in contexts:
+        served = [n for n in contexts if n is not None]
+        raise InvalidRequest(
+            f"{where}: unknown model {name!r}; this instance serves {', '.join(served)} (GET /v1/models)",
+            {"field": where, "message": f"unknown model {name!r}", "models": served},
+        )
+
+
+def _batch_item(raw: Any, i: int, legacy: bool, model: str | None, settings: Settings, contexts) -> PreparedSeries:
+    prefix = ("items" if legacy else "batch", i)
+    if legacy:
+        item = legacy_series(_validate(LegacyBatchItem, raw, prefix), settings, prefix)
+    else:
+        request = _validate(BatchItem, raw, prefix)
+        if request.calibration is not None:
+            raise InvalidRequest(f"batch[{i}].calibration: calibrated bands are for /v1/predict/single only")
+        item = new_series(request, settings, prefix)
+        item.series_id = request.id
+    _unknown_model(item.model, field_path((*prefix, "model")), contexts)
+    item.model = item.model or model
+    return item
+
+
+def _all_invalid(invalid: dict[int, tuple[InvalidRequest, str | None]], total: int, name: str) -> InvalidRequest:
+    """One 422 for every invalid item: each one's message, and all their field details."""
+    errors = [error for error, _ in invalid.values()]
+    if len(errors) == 1:
+        return errors[0]
+    listed = "; ".join(error.message for error in errors[:5]) + ("; …" if len(errors) > 5 else "")
+    details = [d for error in errors for d in field_details(error.message, error.details)]
+    return InvalidRequest(f"{len(errors)} of the {total} items of {name} are invalid: {listed}", details)
+
+
 def parse_batch(body: bytes, settings: Settings) -> ParsedRequest:
+    """A batch; every invalid item is found (not only the first): a 422 for them all, or with
+    ``partial`` their own error objects while the valid ones are forecast."""
     obj = parse_json(body)
     legacy = _is_legacy(obj, frozenset({"batch"}), frozenset({"items"}))
-    field = "items" if legacy else "batch"
-    raw_items = obj.get(field)
+    name = "items" if legacy else "batch"
+    raw_items = obj.get(name)
     # Check the count before validating every item, so an oversized batch is refused cheaply.
     if isinstance(raw_items, list) and len(raw_items) > settings.max_batch_items:
         raise InvalidRequest(
-            f"{field}: {len(raw_items)} items, more than the limit of {settings.max_batch_items} "
-            "(KRONOS_MAX_BATCH_ITEMS)"
+            f"{name}: {len(raw_items)} items, more than the limit of {settings.max_batch_items} "
+            "(KRONOS_MAX_BATCH_ITEMS)",
+            {"field": name, "message": f"{len(raw_items)} items, limit {settings.max_batch_items}"},
         )
-    if legacy:
-        request = _validate(LegacyBatchRequest, obj)
-        items = [legacy_series(item, settings, ("items", i)) for i, item in enumerate(request.items)]
-    else:
-        request = _validate(BatchRequest, obj)
-        for i, item in enumerate(request.batch):
-            if item.calibration is not None:
-                raise InvalidRequest(f"batch[{i}].calibration: calibrated bands are for /v1/predict/single only")
-        items = [new_series(item, settings, ("batch", i)) for i, item in enumerate(request.batch)]
-    for item in items:
-        item.model = item.model or request.model
+    if not isinstance(raw_items, list) or not raw_items:
+        _validate(LegacyBatchRequest if legacy else BatchRequest, obj)  # the schema's own error for the field
+    options = _validate(_LegacyBatchOptions if legacy else _BatchOptions, obj)
+    contexts = model_contexts(settings)
+    _unknown_model(options.model, "model", contexts)
+    partial = bool(getattr(options, "partial", False))
+    items, positions, invalid = [], [], {}
+    for i, raw in enumerate(raw_items):
+        try:
+            items.append(_batch_item(raw, i, legacy, options.model, settings, contexts))
+            positions.append(i)
+        except InvalidRequest as error:
+            given = raw.get("id") if isinstance(raw, dict) else None
+            invalid[i] = (error, given if isinstance(given, str) else None)
+    if invalid and (not partial or not items):
+        raise _all_invalid(invalid, len(raw_items), name)
     if not legacy:
         note_sliding(items, settings)
-    return _check_path_values(ParsedRequest(legacy, True, items), settings)
+    parsed = ParsedRequest(legacy, True, items, partial, positions, invalid)
+    return _check_path_values(parsed, settings)

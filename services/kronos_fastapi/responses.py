@@ -17,7 +17,7 @@ from model.decoding.forecast import FEATURE_COLUMNS as COLUMNS
 from model.evaluation import up_probability
 from model.series.candles import RULE
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, ServiceError, field_details
 from .series_input import PreparedSeries
 
 CLOSE = COLUMNS.index("close")
@@ -159,3 +159,39 @@ def legacy_result(
     if item.return_paths:
         body["paths"] = sample_paths(forecast, item.columns)
     return body
+
+
+# --- a batch that keeps what finished (``"partial": true``) ---------------------------------------
+
+
+def item_error(index: int, item_id: str | None, error: ServiceError) -> dict[str, Any]:
+    """A batch item answered by its own error: the status it would have had alone and the error shape."""
+    details = field_details(error.message, error.details) if isinstance(error, InvalidRequest) else error.details
+    listed = [] if details is None else details if isinstance(details, list) else [details]
+    return {
+        "index": index,
+        "id": item_id,
+        "status": error.status_code,
+        "error": {"type": error.error_type, "message": error.message, "details": listed},
+    }
+
+
+def partial_results(parsed: Any, outcomes: list, services: list) -> dict[str, Any]:
+    """Every item of a partial batch in order: its forecast, or its error object (invalid items,
+    series that failed, series not finished by the deadline)."""
+    total = len(parsed.positions) + len(parsed.invalid)
+    results: list[Any] = [None] * total
+    for index, (error, item_id) in parsed.invalid.items():
+        results[index] = item_error(index, item_id, error)
+    for index, item, outcome, service in zip(parsed.positions, parsed.items, outcomes, services):
+        if isinstance(outcome, ServiceError):
+            results[index] = item_error(index, item.series_id, outcome)
+            continue
+        try:
+            body = forecast_result(item, outcome, index, True)
+        except InvalidRequest as error:  # a forecast that is not finite
+            results[index] = item_error(index, item.series_id, error)
+            continue
+        results[index] = {**body, "model_name": service.name, "index": index, "id": item.series_id}
+    failed = sum("error" in r for r in results)
+    return {"count": total, "succeeded": total - failed, "failed": failed, "results": results}

@@ -253,11 +253,12 @@ class ForecastService:
         return self.engine.slab.nbytes if self.engine is not None else 0
 
     # --- serving --------------------------------------------------------------------------
-    async def forecast(self, series: Sequence[SeriesInput], endpoint: str) -> list[Forecast]:
+    async def forecast(self, series: Sequence[SeriesInput], endpoint: str, partial: bool = False) -> list:
         """Forecast every series, batched with other requests' series, within REQUEST_TIMEOUT_S.
 
         Raises QueueFull when the queue has no room for them all, ForecastTimeout past the timeout
         (the series leave the queue, or their batch at its next step), or the error of a series.
+        ``partial``: each series' Forecast or its own ServiceError instead (``BatchQueue.submit``).
         """
         self.check_health()
         if not self.ready:
@@ -267,9 +268,9 @@ class ForecastService:
             self.metrics.rows.observe(len(s.candles))
             self.metrics.pred_len.observe(s.pred_len)
         started = time.perf_counter()
-        forecasts = await self.scheduler.submit(series)
+        forecasts = await (self.scheduler.submit(series, partial=True) if partial else self.scheduler.submit(series))
         self.metrics.prediction_duration.labels(endpoint).observe(time.perf_counter() - started)
-        self.metrics.predicted_series.labels(endpoint).inc(len(series))
+        self.metrics.predicted_series.labels(endpoint).inc(sum(isinstance(f, Forecast) for f in forecasts))
         return forecasts
 
     def _run_batch(

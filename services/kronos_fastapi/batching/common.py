@@ -164,11 +164,13 @@ class BatchQueue:
         per_series = self._seconds_per_series or 0.0
         return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, math.ceil(self.depth * per_series)))
 
-    async def submit(self, series: Sequence[SeriesInput]) -> list[Forecast]:
+    async def submit(self, series: Sequence[SeriesInput], partial: bool = False) -> list:
         """Queue every series (or none), and return their forecasts within ``timeout_s``.
 
         Raises QueueFull, ForecastTimeout, or the ServiceError of the first series that failed;
-        in every case the request's other series leave the queue or their batch.
+        in every case the request's other series leave the queue or their batch. ``partial``: each
+        series' outcome instead, its Forecast or its own ServiceError (ForecastTimeout for those
+        unfinished at the deadline, which then leave); admission stays all or nothing.
         """
         if self._closed:
             raise ModelNotReady("the service is shutting down", {"state": "stopping"})
@@ -195,6 +197,8 @@ class BatchQueue:
         self._changed()
         try:
             timeout = None if background else self.timeout_s
+            if partial:
+                return await self._settled(jobs, timeout)
             return list(await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), timeout))
         except asyncio.TimeoutError:
             self._abandon(jobs, "timeout")
@@ -212,6 +216,33 @@ class BatchQueue:
                 error.message = f"batch item {index}: {error.message}"
             self._abandon(jobs, "failed")
             raise
+
+    async def _settled(self, jobs: list[Job], timeout: float | None) -> list[Forecast | ServiceError]:
+        """Every job's outcome by the deadline: its forecast, its own error, or ForecastTimeout for the
+        unfinished, which leave the queue or their batch (what finished is kept)."""
+        await asyncio.wait([job.future for job in jobs], timeout=timeout)
+        late = [job for job in jobs if not job.future.done()]
+        if late:
+            self._abandon(late, "timeout")
+        outcomes: list[Forecast | ServiceError] = []
+        for job in jobs:
+            if job in late or job.future.cancelled():
+                outcomes.append(
+                    ForecastTimeout(
+                        f"not finished within {self.timeout_s:g} s (KRONOS_REQUEST_TIMEOUT_S), waiting included",
+                        {"timeout_s": self.timeout_s},
+                    )
+                )
+            elif job.future.exception() is not None:
+                error = job.future.exception()
+                outcomes.append(
+                    error
+                    if isinstance(error, ServiceError)
+                    else ServiceError("the forecast failed; see the server log")
+                )
+            else:
+                outcomes.append(job.future.result())
+        return outcomes
 
     def _stopped(self, task: asyncio.Task) -> None:
         """A batcher that died of a bug is started again by the next request (the queue is kept)."""
@@ -231,8 +262,8 @@ class BatchQueue:
                     job.series.cancel.set()
                     left += 1
                 job.state = DONE
-            if not job.future.done():
-                job.future.cancel()
+                if not job.future.done():  # every one: an answer arriving later is not left unread
+                    job.future.cancel()
         if left:
             self.metrics.cancelled_series.labels(reason).inc(left)
             self._changed()

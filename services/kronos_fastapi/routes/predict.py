@@ -16,7 +16,7 @@ from ..backtesting import calibration_plan, calibration_result
 from ..catalog import ModelCatalog
 from ..errors import ClientDisconnected
 from ..forecasting import ParsedRequest, parse_batch, parse_single
-from ..responses import forecast_result, legacy_result
+from ..responses import forecast_result, legacy_result, partial_results
 from ..schemas import BatchResponse, LegacySingleResponse, SingleResponse
 from ..series_input import PreparedSeries
 from ..service import ForecastService
@@ -55,14 +55,20 @@ async def _until_disconnected(request: Request) -> None:
 
 
 async def _forecast(
-    request: Request, catalog: ModelCatalog, items: Sequence[PreparedSeries], endpoint: str, legacy: bool = False
+    request: Request,
+    catalog: ModelCatalog,
+    items: Sequence[PreparedSeries],
+    endpoint: str,
+    legacy: bool = False,
+    partial: bool = False,
 ) -> tuple[list[Forecast], list[ForecastService]]:
     """Each item's forecast by its model, given up as soon as the client disconnects: its series leave
-    the queue, or their batch at the next decode step, so nobody decodes for a client that is gone."""
+    the queue, or their batch at the next decode step, so nobody decodes for a client that is gone.
+    ``partial``: each item's Forecast or its own ServiceError (``ModelCatalog.forecast``)."""
     models = [item.model for item in items]
     for i, name in enumerate(models):  # an unknown model is refused before anything is queued
         catalog.get(name, _model_field(endpoint, i, legacy))
-    forecast = asyncio.ensure_future(catalog.forecast([item.series for item in items], models, endpoint))
+    forecast = asyncio.ensure_future(catalog.forecast([item.series for item in items], models, endpoint, partial))
     hangup = asyncio.ensure_future(_until_disconnected(request))
     try:
         await asyncio.wait((forecast, hangup), return_when=asyncio.FIRST_COMPLETED)
@@ -125,9 +131,11 @@ async def predict_single(
 @router.post(
     "/predict/batch",
     summary="Forecast several series in one model batch",
-    description='Body: `{"batch": [<single request>, …]}` or the original service\'s `{"items": [...]}` '
-    "(answered by a JSON array). Items may differ in length, pred_len and sampling settings; answers "
-    "come in item order.",
+    description='Body: `{"batch": [<single request with an optional "id">, …]}` or the original service\'s '
+    '`{"items": [...]}` (answered by a JSON array). Items may differ in length, pred_len and sampling settings; '
+    "answers come in item order. Every invalid item is reported (one 422 listing them all), or, with "
+    '`"partial": true`, each item is answered by its forecast or its own error object (invalid, failed, past '
+    "the deadline) and what finished is kept.",
     response_model=BatchResponse | list[LegacySingleResponse],
     responses=_ERRORS,
     openapi_extra=_request_body("BatchRequest", "LegacyBatchRequest"),
@@ -139,8 +147,10 @@ async def predict_batch(
 ) -> JSONResponse:
     started = time.perf_counter()
     parsed = await _parse(request, parse_batch, settings)
-    forecasts, services = await _forecast(request, catalog, parsed.items, "batch", parsed.legacy)
+    forecasts, services = await _forecast(request, catalog, parsed.items, "batch", parsed.legacy, parsed.partial)
     catalog.default.metrics.batch_items.observe(len(parsed.items))
+    if parsed.partial:
+        return JSONResponse({**partial_results(parsed, forecasts, services), **_served(services[0], started)})
     if parsed.legacy:
         return JSONResponse(
             [
@@ -149,7 +159,7 @@ async def predict_batch(
             ]
         )
     results = [
-        {**forecast_result(item, f, i, True), "model_name": s.name}
+        {**forecast_result(item, f, i, True), "model_name": s.name, "index": i, "id": item.series_id}
         for i, (item, f, s) in enumerate(zip(parsed.items, forecasts, services))
     ]
     return JSONResponse({"count": len(results), "results": results, **_served(services[0], started)})

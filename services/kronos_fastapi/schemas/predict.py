@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from .common import SEED_LIMIT, Candle, CandleRow, Number, SamplingUsed, ServedBy, _Strict
+from .common import SEED_LIMIT, Candle, CandleRow, ErrorInfo, Number, SamplingUsed, ServedBy, _Strict
 
 _SINGLE_EXAMPLE = {"data": [[100.0, 105.0, 98.0, 102.0], [102.0, 108.0, 101.0, 107.0]], "pred_len": 10}
 _SINGLE_FULL_EXAMPLE = {
@@ -114,6 +114,16 @@ class SingleRequest(_Strict):
     )
 
 
+class BatchItem(SingleRequest):
+    """One item of a batch: a single request, with an optional ``id`` echoed in its result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(
+        None, max_length=256, description="your name for the item (e.g. a symbol), echoed in its result"
+    )
+
+
 class BatchRequest(_Strict):
     """Several series, answered in order and forecast as one model batch."""
 
@@ -131,8 +141,14 @@ class BatchRequest(_Strict):
         },
     )
 
-    batch: list[SingleRequest] = Field(min_length=1)
+    batch: list[BatchItem] = Field(min_length=1)
     model: str | None = Field(None, max_length=64, description="the model of every item that names none")
+    partial: StrictBool = Field(
+        False,
+        description="keep what finished: every item is answered by its forecast or by its own error object "
+        "(invalid, failed, or not finished by KRONOS_REQUEST_TIMEOUT_S), in a 200. Default false: all or nothing, "
+        "one error for the batch (a 422 lists every invalid item)",
+    )
 
 
 # --- the original service's shape -----------------------------------------------------------
@@ -273,9 +289,25 @@ class SingleResponse(ServedBy, ForecastResult):
     pass
 
 
+class BatchResult(ForecastResult):
+    index: int = Field(description="the item's place in the request's batch")
+    id: str | None = Field(None, description="the item's id, as sent (null when it had none)")
+
+
+class ItemError(BaseModel):
+    """A batch item answered by an error (with ``partial``): invalid, failed, or past the deadline."""
+
+    index: int
+    id: str | None = None
+    status: int = Field(description="the status it would have had alone: 422 invalid, 504 past the deadline, …")
+    error: ErrorInfo
+
+
 class BatchResponse(ServedBy):
     count: int
-    results: list[ForecastResult]
+    results: list[BatchResult | ItemError] = Field(description="in item order; error objects with partial only")
+    succeeded: int | None = Field(None, description="with partial: items answered with a forecast")
+    failed: int | None = Field(None, description="with partial: items answered with an error object")
 
 
 class LegacyRow(CandleValues):
