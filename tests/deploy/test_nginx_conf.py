@@ -66,6 +66,8 @@ def test_failover_conditions():
     # The instance's own 504 (KRONOS_REQUEST_TIMEOUT_S) is an answer, not a reason to run it twice.
     assert "http_504" not in conditions
     assert directive("proxy_next_upstream_tries") == "0"  # every address of both instances
+    # ... but only in a request's first seconds: one that ran for minutes is never replayed.
+    assert seconds(directive("proxy_next_upstream_timeout")) <= 10
     assert "proxy_request_buffering off" not in CONF  # the body must be kept to be resent
 
 
