@@ -114,6 +114,16 @@ class JobWorker:
             heartbeat.cancel()
             await self._give_back()
 
+    def _works(self, model: str | None) -> bool:
+        """The model is loaded and its thread healthy (not stalled, not broken: see model_health.py)."""
+        service = self.catalog.services.get(model) if model is not None else self.catalog.default
+        if service is None:
+            return False
+        check = getattr(service, "check_health", None)
+        if check is not None:
+            check()
+        return service.ready
+
     def _draining(self) -> bool:
         """SIGTERM: the items in flight finish (or are given back at the end); no new ones are claimed."""
         drain = getattr(self.app.state, "drain", None)
@@ -121,7 +131,7 @@ class JobWorker:
 
     async def _claim(self) -> int:
         free = self.capacity - len(self.in_flight)
-        models = [name for name, service in self.catalog.services.items() if service.ready]
+        models = [name for name in self.catalog.services if self._works(name)]
         if free <= 0 or not models or self._draining():
             return 0
         claims = await asyncio.to_thread(self.leases.claim, self.instance, min(free, CLAIM_GROUP), models, self.lease)
@@ -143,7 +153,9 @@ class JobWorker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.lease.total_seconds() / 3)
-            tokens = list(self.in_flight)
+            # Only items whose model still works: a model that stalled or broke (readyz 503) lets its leases
+            # expire, so another instance takes its items over.
+            tokens = [token for token, (claim, _) in self.in_flight.items() if self._works(claim.model)]
             if not tokens:
                 continue
             try:
@@ -151,7 +163,7 @@ class JobWorker:
             except SQLAlchemyError as exc:
                 self.on_store_error(exc)
                 continue
-            for token in tokens:
+            for token in tokens:  # taken over, or its job cancelled or deleted
                 if token not in held and token in self.in_flight:
                     self._dropped.add(token)
                     self.in_flight[token][1].cancel()
