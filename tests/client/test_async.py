@@ -9,6 +9,8 @@ import pytest
 from client_support import API_KEY, jobs_available
 from kronos_client import AsyncClient, AsyncJob, ValidationError
 
+JOB_WAIT_S = 180  # every wait on a job is bounded: a stuck job fails the test, never hangs CI
+
 
 def _run(coroutine):
     return asyncio.run(coroutine)
@@ -56,7 +58,7 @@ def test_jobs_awaited_and_async_with(main_server, goog):
         async with AsyncClient(main_server.url, api_key=API_KEY) as client:
             job = await client.submit_job({"a": goog, "b": goog.iloc[:80]}, pred_len=3, seed=5)
             assert isinstance(job, AsyncJob)
-            final = await job.wait(progress=False)
+            final = await job.wait(progress=False, timeout=JOB_WAIT_S)
             frame = await job.results()
             with pytest.raises(RuntimeError):
                 async with client.submit_job({f"s{i}": goog for i in range(10)}, pred_len=200, sample_count=8) as slow:

@@ -11,6 +11,8 @@ import pytest
 from client_support import jobs_available
 from kronos_client import Client, IncompatibleServer, Job, NotFound
 
+JOB_WAIT_S = 180  # every wait on a job is bounded: a stuck job fails the test, never hangs CI
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_jobs(main_server):
@@ -23,7 +25,7 @@ def test_submit_wait_results(kronos, universe, capsys):
     job = kronos.submit_job(universe, pred_len=4, sample_count=4, quantiles=(0.1, 0.9), seed=21)
     assert isinstance(job, Job) and job.id and job.seed == 21
     assert job.status()["status"] in ("queued", "running", "succeeded")
-    final = job.wait(progress=True)
+    final = job.wait(progress=True, timeout=JOB_WAIT_S)
     assert final["status"] == "succeeded" and final["counts"]["completed"] == 10 and final["counts"]["total"] == 10
     assert "10/10" in capsys.readouterr().err  # the bar (tqdm's, or the plain line) counted the items
     frame = job.results()
@@ -47,7 +49,7 @@ def test_forecast_many_through_a_job_is_the_batch_path(kronos, universe):
 @pytest.mark.parametrize("upload", ["csv", "parquet", "jsonl"])
 def test_uploads_give_the_same_results(kronos, universe, upload):
     job = kronos.submit_job(universe, pred_len=3, sample_count=2, seed=8, upload=upload)
-    job.wait(progress=False)
+    job.wait(progress=False, timeout=JOB_WAIT_S)
     frame = job.results()
     expected = kronos.forecast_many(universe, 3, sample_count=2, seed=8)
     pd.testing.assert_frame_equal(frame[expected.columns], expected, check_dtype=False)
@@ -58,7 +60,7 @@ def test_a_bad_item_fails_alone(kronos, universe):
     row = broken.index[broken["id"] == "GOOG-2"][0]
     broken.loc[row, "high"] = broken.loc[row, "low"] / 2
     job = kronos.submit_job(broken, pred_len=3, seed=1)
-    final = job.wait(progress=False)
+    final = job.wait(progress=False, timeout=JOB_WAIT_S)
     assert final["counts"]["failed"] == 1 and final["counts"]["completed"] == 9
     frame = job.results()
     assert set(frame.attrs["errors"]) == {"GOOG-2"} and "GOOG-2" not in set(frame["id"])
@@ -71,7 +73,7 @@ def test_cancel_keeps_what_is_done(kronos, goog):
         job.wait(progress=False, timeout=0.3)  # the job goes on; the wait ends
     info = job.cancel()
     assert info["status"] in ("cancelling", "cancelled")
-    final = job.wait(progress=False)
+    final = job.wait(progress=False, timeout=JOB_WAIT_S)
     assert final["status"] == "cancelled"
     assert final["counts"]["completed"] < 12
     assert len(job.results(format="jsonl")) == final["counts"]["completed"] + final["counts"]["failed"]
@@ -85,12 +87,12 @@ def test_the_with_block_cancels_the_job_when_it_raises(kronos, goog):
     assert job.status()["status"] in ("cancelling", "cancelled")
     with kronos.submit_job({"one": goog}, pred_len=2, seed=3) as done:  # no error: left as it is
         pass
-    assert done.wait(progress=False)["status"] == "succeeded"
+    assert done.wait(progress=False, timeout=JOB_WAIT_S)["status"] == "succeeded"
 
 
 def test_list_get_delete_and_other_keys(kronos, main_server, goog):
     job = kronos.submit_job({"a": goog}, pred_len=2, seed=1)
-    job.wait(progress=False)
+    job.wait(progress=False, timeout=JOB_WAIT_S)
     listed = kronos.jobs(limit=50)
     assert job.id in [j["id"] for j in listed["jobs"]]
     again = kronos.job(job.id)
