@@ -103,6 +103,17 @@ class ClientDisconnected(ServiceError):
     error_type = "client_disconnected"
 
 
+class UnsupportedMediaType(ServiceError):
+    """A body that is not declared as JSON (Content-Type), on a route that reads JSON."""
+
+    status_code = 415
+    error_type = "unsupported_media_type"
+
+
+# The errors about what a request sent: their details always name the field (``field_details``).
+_ABOUT_THE_BODY = (InvalidJSON, PayloadTooLarge, InvalidRequest, UnsupportedMediaType)
+
+
 def error_body(error_type: str, message: str, details: Any = None) -> dict[str, Any]:
     """The one error shape; ``details`` is always a list (of field problems, or of one object)."""
     if details is None:
@@ -113,8 +124,11 @@ def error_body(error_type: str, message: str, details: Any = None) -> dict[str, 
 
 
 def error_response(error: ServiceError) -> JSONResponse:
+    details = error.details
+    if isinstance(error, _ABOUT_THE_BODY):  # every such error names its field (``body`` when it is the whole)
+        details = field_details(error.message, details)
     return JSONResponse(
-        error_body(error.error_type, error.message, error.details),
+        error_body(error.error_type, error.message, details),
         status_code=error.status_code,
         headers=error.headers,
     )

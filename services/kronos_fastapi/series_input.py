@@ -99,20 +99,14 @@ def _check_limits(
     pred_len_field: str = "pred_len",
     samples_field: str = "sample_count",
 ) -> None:
-    if rows > settings.max_rows:
-        raise InvalidRequest(
-            f"{_name(prefix, field)}: {rows} rows, more than the limit of {settings.max_rows} (KRONOS_MAX_ROWS)"
-        )
-    if pred_len > settings.max_pred_len:
-        raise InvalidRequest(
-            f"{_name(prefix, pred_len_field)}: {pred_len} is more than the limit of {settings.max_pred_len} "
-            "(KRONOS_MAX_PRED_LEN)"
-        )
-    if sample_count > settings.max_sample_count:
-        raise InvalidRequest(
-            f"{_name(prefix, samples_field)}: {sample_count} is more than the limit of {settings.max_sample_count} "
-            "(KRONOS_MAX_SAMPLE_COUNT)"
-        )
+    for name, value, limit, setting, what in (
+        (field, rows, settings.max_rows, "KRONOS_MAX_ROWS", f"{rows} rows, more"),
+        (pred_len_field, pred_len, settings.max_pred_len, "KRONOS_MAX_PRED_LEN", f"{pred_len} is more"),
+        (samples_field, sample_count, settings.max_sample_count, "KRONOS_MAX_SAMPLE_COUNT", f"{sample_count} is more"),
+    ):
+        if value > limit:
+            where, text = _name(prefix, name), f"{what} than the limit of {limit} ({setting})"
+            raise InvalidRequest(f"{where}: {text}", {"field": where, "message": text, "value": value, "limit": limit})
 
 
 def timestamp_index(values: Sequence[Any], name: str) -> pd.DatetimeIndex:

@@ -91,6 +91,11 @@ def _answer(job: Job, outcome: Outcome) -> None:
         job.future.cancel()
 
 
+def _read_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(eq=False)
 class Job:
     """One queued series and the future its request awaits."""
@@ -199,7 +204,11 @@ class BatchQueue:
             timeout = None if background else self.timeout_s
             if partial:
                 return await self._settled(jobs, timeout)
-            return list(await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), timeout))
+            gathered = asyncio.gather(*(job.future for job in jobs))
+            # A gather cancelled with its request (a timeout, a client gone) ends holding a CancelledError
+            # that nobody awaits; read it, or asyncio logs "_GatheringFuture exception was never retrieved".
+            gathered.add_done_callback(_read_outcome)
+            return list(await asyncio.wait_for(gathered, timeout))
         except asyncio.TimeoutError:
             self._abandon(jobs, "timeout")
             raise ForecastTimeout(

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from ..backtesting import backtest_result, parse_backtest
 from ..schemas import BacktestResponse
-from .common import CatalogDep, SettingsDep, error_responses
+from .common import CatalogDep, SettingsDep, error_responses, require_json
 from .predict import _PARSE_OFF_LOOP_BYTES, _forecast, _request_body, _served
 
 router = APIRouter(prefix="/v1", tags=["backtest"])
@@ -25,11 +25,12 @@ router = APIRouter(prefix="/v1", tags=["backtest"])
     "[origin, origin + pred_len). "
     "The windows are one batch of forecasts: they count against the queue and the timeout like a batch request.",
     response_model=BacktestResponse,
-    responses=error_responses(400, 401, 403, 413, 422, 429, 500, 503, 504),
+    responses=error_responses(400, 401, 403, 413, 415, 422, 429, 500, 503, 504),
     openapi_extra=_request_body("BacktestRequest"),
 )
 async def backtest(request: Request, catalog: CatalogDep, settings: SettingsDep) -> JSONResponse:
     started = time.perf_counter()
+    require_json(request)
     body = await request.body()
     if len(body) > _PARSE_OFF_LOOP_BYTES:
         parsed = await asyncio.to_thread(parse_backtest, body, settings)

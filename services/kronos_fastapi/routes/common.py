@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from ..catalog import ModelCatalog
+from ..errors import UnsupportedMediaType
 from ..metrics import ServiceMetrics
 from ..schemas import ErrorResponse
 from ..service import ForecastService
@@ -41,6 +42,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or wrong API key, when KRONOS_API_KEYS is set (unauthorized)",
         403: "Client not in KRONOS_ALLOWED_CLIENTS (forbidden)",
         413: "Body larger than KRONOS_MAX_REQUEST_SIZE_MB (payload_too_large)",
+        415: "A Content-Type other than JSON (unsupported_media_type); none at all is read as JSON",
         422: "Valid JSON that is not a valid request; names the field and row (validation_error)",
         429: "Rate limit exceeded; see Retry-After (rate_limited)",
         500: "Unexpected server error (internal_error)",
@@ -49,3 +51,18 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         504: "Forecast (queue wait included) took longer than KRONOS_REQUEST_TIMEOUT_S (timeout)",
     }
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
+
+
+def require_json(request: Request) -> None:
+    """A JSON route's body must be declared JSON (``application/json``, ``application/*+json``) or not
+    declared at all (read as JSON, as clients that send no Content-Type expect); else a 415."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise UnsupportedMediaType(
+        f"Content-Type: {media or 'empty'} is not JSON; send the body as application/json",
+        {"field": "Content-Type", "message": f"{media or 'empty'} is not JSON", "accepted": ["application/json"]},
+    )

@@ -21,13 +21,13 @@ from ..schemas import BatchResponse, LegacySingleResponse, SingleResponse
 from ..series_input import PreparedSeries
 from ..service import ForecastService
 from ..settings import Settings
-from .common import CatalogDep, SettingsDep, error_responses
+from .common import CatalogDep, SettingsDep, error_responses, require_json
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
 # Bodies above this are parsed in a worker thread, so a big JSON body does not stall health checks.
 _PARSE_OFF_LOOP_BYTES = 256 * 1024
-_ERRORS = error_responses(400, 401, 403, 413, 422, 429, 500, 503, 504)
+_ERRORS = error_responses(400, 401, 403, 413, 415, 422, 429, 500, 503, 504)
 
 
 def _request_body(*schemas: str) -> dict[str, Any]:
@@ -38,6 +38,7 @@ def _request_body(*schemas: str) -> dict[str, Any]:
 async def _parse(
     request: Request, parse: Callable[[bytes, Settings], ParsedRequest], settings: Settings
 ) -> ParsedRequest:
+    require_json(request)
     body = await request.body()
     # An exchange calendar's first use builds its sessions (about a second): off the loop too.
     if len(body) > _PARSE_OFF_LOOP_BYTES or b'"calendar"' in body:

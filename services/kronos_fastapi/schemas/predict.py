@@ -75,8 +75,9 @@ class SingleRequest(_Strict):
         1.0, gt=0, description="sampling temperature; not given: 1.0 with one sample path, 1.1 with several"
     )
     top_k: StrictInt = Field(0, ge=0, description="keep the k most likely tokens (0 = off; then top_p is not applied)")
-    top_p: Number = Field(
-        0.9, gt=0, le=1, description="nucleus threshold; not given: 0.9 with one sample path, 0.95 with several"
+    # the bound sits in the type: a Field(le=1) here would lose to Number's own le (1e15)
+    top_p: Annotated[Number, Field(le=1)] = Field(
+        0.9, gt=0, description="nucleus threshold; not given: 0.9 with one sample path, 0.95 with several"
     )
     sample_count: StrictInt = Field(1, ge=1, description="sample paths; the forecast is their mean")
     seed: StrictInt | None = Field(
