@@ -23,3 +23,7 @@ class DeviceError(KronosError):
 
 class DeviceUnavailableError(DeviceError):
     """A well-formed device that this machine does not have (e.g. cuda:0 without a GPU)."""
+
+
+class PrecisionError(KronosError):
+    """A precision (fp32, bf16, int8) that is unknown or that this machine cannot run at speed."""

@@ -45,7 +45,8 @@ import torch
 from torch import Tensor
 
 from ..nn.inference import InferenceWeights
-from ..nn.kv_cache import KVSlab
+from ..nn.kv_cache import KVSlab, aligned
+from ..nn.precision import compute_dtype
 from .engine_rows import DECODE, PREFILL, EngineSeries, PrefillWindow, StepReport, row_params
 from .forecast import Forecast, SeriesInput, finish_forecast
 from .generation import SeriesTokens
@@ -75,7 +76,7 @@ class DecodeEngine:
                 width=self.window,
                 layers=[(attn.n_heads, attn.head_dim)] * len(self.model.transformer),
                 dep=(dep.n_heads, dep.head_dim),
-                dtype=next(self.model.parameters()).dtype,
+                dtype=compute_dtype(predictor.precision),
                 device=self.device,
             )
             # The newest token of each decode row, fed at the next step.
@@ -177,7 +178,7 @@ class DecodeEngine:
         # about 1-2 ms, a tenth of a decode step on a CPU); weights that changed under series in flight
         # would not match their cached keys/values anyway.
         if self._net is None:
-            self._net = InferenceWeights.of(self.model)
+            self._net = InferenceWeights.of(self.model, self.predictor.precision)
         net = self._net
         groups = []  # (series list, row index per series, h_last, s1 logits, dep keys, dep values, mask)
         if self.decoding:
@@ -198,17 +199,22 @@ class DecodeEngine:
             states = [progress.get(w, (w.done, w.h_last)) for w in entry.windows]
             if any(done < w.width for w, (done, _) in zip(entry.windows, states)):
                 continue
+            # Its windows' keys/values, KEY_ALIGN-wide with the columns past the window masked out, as a
+            # decode step attends them (and as the batched loop does).
+            width = entry.windows[0].width
+            cols = aligned(width)
+            mask = None if cols == width else (torch.arange(cols, device=self.device) < width)[None, None, None]
             if len(entry.windows) == 1:  # the input's window: shared by every path
                 (w,) = entry.windows
                 h = states[0][1].expand(entry.paths, -1).contiguous()
-                dep_keys = self.slab.dep_k[w.slot : w.slot + 1, :, : w.width].expand(entry.paths, -1, -1, -1)
-                dep_values = self.slab.dep_v[w.slot : w.slot + 1, :, : w.width].expand(entry.paths, -1, -1, -1)
+                dep_keys = self.slab.dep_k[w.slot : w.slot + 1, :, :cols].expand(entry.paths, -1, -1, -1)
+                dep_values = self.slab.dep_v[w.slot : w.slot + 1, :, :cols].expand(entry.paths, -1, -1, -1)
             else:
                 h = torch.cat([h_last for _, h_last in states])
-                dep_keys = torch.stack([self.slab.dep_k[w.slot, :, : w.width] for w in entry.windows])
-                dep_values = torch.stack([self.slab.dep_v[w.slot, :, : w.width] for w in entry.windows])
+                dep_keys = torch.stack([self.slab.dep_k[w.slot, :, :cols] for w in entry.windows])
+                dep_values = torch.stack([self.slab.dep_v[w.slot, :, :cols] for w in entry.windows])
             index = [torch.arange(entry.paths, device=self.device)]
-            groups.append(([entry], index, h, None, dep_keys, dep_values, None))
+            groups.append(([entry], index, h, None, dep_keys, dep_values, mask))
 
         sampled = []
         for members, index, h, s1_logits, dep_keys, dep_values, mask in groups:

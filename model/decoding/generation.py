@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.inference import InferenceWeights
+from ..nn.kv_cache import aligned
+from ..nn.precision import DEFAULT_PRECISION
 from ..nn.predictor import Kronos
 from .sampling import RowSampler, SamplingParams
 
@@ -105,16 +108,21 @@ OnFinished = Callable[[list[tuple[int, Tensor, Tensor]]], None]
 
 @torch.inference_mode()
 def generate_cached(
-    model: Kronos, series: list[SeriesTokens], max_context: int, on_finished: OnFinished | None = None
+    model: Kronos,
+    series: list[SeriesTokens],
+    max_context: int,
+    on_finished: OnFinished | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> list[tuple[Tensor, Tensor]]:
     """The fast path: every series and every sample path decoded together in one batched loop.
 
     Series may differ in length, pred_len, sample_count and sampling settings. The sample paths of
     a series share one prefill. Returns what ``generate_recompute`` returns. ``on_finished`` hears
     of each series (not cancelled) as soon as it has all its tokens, while the others go on.
+    ``precision``: the arithmetic (``model.nn.precision``); fp32 is the reference's.
     """
     device = next(model.parameters()).device
-    net = InferenceWeights.of(model)
+    net = InferenceWeights.of(model, precision)
     window = max_context
     repeats, row_series, cur, pred_lens = _row_layout(series)
     n_rows, steps = len(row_series), int(pred_lens.max())
@@ -134,15 +142,18 @@ def generate_cached(
         x = net.embed(tok1[prefill_rows, :width], tok2[prefill_rows, :width], stamps[prefill_rows, :width])
         expand = torch.as_tensor(repeats[fits], device=device)
         capacity = width + int(pred_lens[cached_rows].max())
-        cache = model.new_cache(rows=len(cached_rows), capacity=capacity, lengths=cur[cached_rows], expand=expand)
+        cache = model.new_cache(
+            rows=len(cached_rows), capacity=capacity, lengths=cur[cached_rows], expand=expand, dtype=net.dtype
+        )
         h = net.trunk(x, cache)
         keys, values = net.dep_keys_values(h)
         h_last = h[torch.arange(len(fits), device=device), torch.as_tensor(lengths - 1, device=device)]
         h_last = h_last.repeat_interleave(expand, dim=0)
         keys, values = keys.repeat_interleave(expand, dim=0), values.repeat_interleave(expand, dim=0)
         cache.dep.k[:, :, :width], cache.dep.v[:, :, :width] = keys, values
-        dep_mask = _length_mask(cur[cached_rows], width, device)
-        cached = (h_last, None, keys, values, dep_mask)
+        cols = aligned(width)  # attended as a decode step attends (kv_cache.KEY_ALIGN)
+        dep_mask = _length_mask(cur[cached_rows], cols, device)
+        cached = (h_last, None, cache.dep.k[:, :, :cols], cache.dep.v[:, :, :cols], dep_mask)
 
     out1 = torch.zeros(n_rows, steps, dtype=torch.long, device=device)
     out2 = torch.zeros_like(out1)
@@ -188,7 +199,11 @@ def generate_cached(
             x = net.embed(tok1[rows_t, index], tok2[rows_t, index], stamps[rows_t, index])
             h = net.trunk(x)
             keys, values = net.dep_keys_values(h)
-            groups.append((slide_rows, h[:, -1], None, keys, values, None))
+            pad = aligned(window) - window  # as the step-level engine attends a window's slab columns
+            if pad:
+                keys, values = F.pad(keys, (0, 0, 0, pad)), F.pad(values, (0, 0, 0, pad))
+            mask = _length_mask(np.full(len(slide_rows), window), window + pad, device)
+            groups.append((slide_rows, h[:, -1], None, keys, values, mask))
 
         for rows, h_last, s1_logits, keys, values, mask in groups:
             next_s1 = sampler(net.s1_logits(h_last) if s1_logits is None else s1_logits, rows)

@@ -17,6 +17,7 @@ import torch
 
 from ..devices import resolve_device
 from ..errors import InputError
+from ..nn.precision import DEFAULT_PRECISION, check_precision
 from ..nn.predictor import Kronos
 from ..nn.tokenizer import KronosTokenizer
 from .engine import DecodeEngine
@@ -45,7 +46,12 @@ def global_seed() -> int:
 
 
 class KronosPredictor:
-    """Forecast candles with a Kronos predictor and its tokenizer (a drop-in for the reference)."""
+    """Forecast candles with a Kronos predictor and its tokenizer (a drop-in for the reference).
+
+    ``precision``: "fp32" (the default: the reference's arithmetic), or opt-in "bf16" / "int8" (faster on
+    hardware with bf16 arithmetic, not the reference's numbers; see ``model/nn/precision.py``). A machine
+    that cannot run it at speed raises ``PrecisionError`` here.
+    """
 
     def __init__(
         self,
@@ -54,6 +60,7 @@ class KronosPredictor:
         device: str | torch.device | None = None,
         max_context: int = 512,
         clip: float = 5,
+        precision: str = DEFAULT_PRECISION,
     ):
         if isinstance(max_context, bool) or not isinstance(max_context, int) or max_context < 1:
             raise InputError(f"max_context must be a positive integer, got {max_context!r}")
@@ -65,6 +72,7 @@ class KronosPredictor:
                 f"{model.config.s2_bits}, tokenizer {tokenizer.config.s1_bits}/{tokenizer.config.s2_bits}"
             )
         self.device = resolve_device(device)
+        self.precision = check_precision(precision, self.device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer.to(self.device).eval()
         self.max_context = max_context
@@ -87,6 +95,8 @@ class KronosPredictor:
         if not series:
             raise InputError("no series given")
         prepared = [self._prepare(i, s) for i, s in enumerate(series)]
+        if not fast and self.precision != DEFAULT_PRECISION:
+            raise InputError(f"the recompute oracle (fast=False) is the reference's fp32, not {self.precision}")
         if any(s.window == "rolling" for s in series):
             if not fast:
                 raise InputError("window='rolling' has no recompute oracle: it needs the cached path (fast=True)")
@@ -109,7 +119,9 @@ class KronosPredictor:
                 params = SamplingParams(s.temperature, s.top_k, s.top_p)
                 jobs.append(SeriesTokens(s1, s2, stamps, s.pred_len, s.sample_count, params, generator, s.cancel))
             if fast:
-                generated = generate_cached(self.model, jobs, self.max_context, on_finished=finish)
+                generated = generate_cached(
+                    self.model, jobs, self.max_context, on_finished=finish, precision=self.precision
+                )
             else:
                 generated = generate_recompute(self.model, jobs, self.max_context)
             rest = [i for i, job in enumerate(jobs) if results[i] is None and not job.cancelled]

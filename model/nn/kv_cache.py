@@ -3,6 +3,13 @@
 Row r holds ``lengths[r]`` valid columns starting at column 0 (its window positions
 0..lengths[r]-1). A decode step writes each row's new key/value at column ``lengths[r]`` and
 attends over columns 0..lengths[r]; columns past that hold padding and are masked out.
+
+A decode step attends over a number of columns rounded up to a multiple of ``KEY_ALIGN``, and at
+least ``MIN_KEYS`` (the tensors are allocated that wide): the CPU products of attention sum a row's
+keys in another order when their count is not a multiple of the vector width, and PyTorch runs a
+batched product of fewer than 400 multiply-adds per output matrix on a loop of its own instead of
+MKL's; without this a row's numbers changed with the longest row beside it. Padding columns are
+masked out, so they add exact zeros.
 """
 
 from __future__ import annotations
@@ -11,11 +18,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
+KEY_ALIGN = 32
+MIN_KEYS = 64  # with head_dim >= 7: past PyTorch's 400 multiply-adds for MKL's batched product
+QUERY_BLOCK = 64  # a prefill's query rows per attention call (model.nn.attention); a multiple of KEY_ALIGN
+
+
+def aligned(columns: int) -> int:
+    """The columns a decode step attends over for ``columns`` valid keys (see the module docstring)."""
+    return max(MIN_KEYS, -(-columns // KEY_ALIGN) * KEY_ALIGN)
+
+
+def allocated(columns: int) -> int:
+    """The columns a cache of ``columns`` positions allocates: room for decode steps and prefill blocks."""
+    return max(aligned(columns), -(-columns // QUERY_BLOCK) * QUERY_BLOCK)
+
 
 class LayerCache:
     def __init__(self, owner: KVCache, rows: int, heads: int, head_dim: int):
         self.owner = owner
-        shape = (rows, heads, owner.capacity, head_dim)
+        shape = (rows, heads, allocated(owner.capacity), head_dim)
         self.k = torch.zeros(shape, dtype=owner.dtype, device=owner.device)
         self.v = torch.zeros(shape, dtype=owner.dtype, device=owner.device)
 
@@ -58,18 +79,17 @@ class _Step:
         write, valid = lengths, lengths + 1
         if width is not None and (lengths >= width).any():
             write, valid = lengths % width, np.minimum(lengths + 1, width)
-        self.used = int(valid.max())  # columns to attend over
+        self.used = aligned(int(valid.max()))  # columns to attend over
         self.end = int(lengths.max()) + 1  # rotary positions below this
         self.positions = torch.tensor(lengths, device=device).unsqueeze(1)
-        if (write == write[0]).all() and (valid == valid[0]).all():
-            # Every row writes the same column and sees as many: a plain slice write and no mask.
-            self.uniform: int | None = int(write[0])
-            self.mask = None
-            self.rows = self.write = None
-        else:
-            self.uniform = None
+        # Every row writes the same column: a plain slice write.
+        self.uniform: int | None = int(write[0]) if (write == write[0]).all() else None
+        self.rows = self.write = None
+        if self.uniform is None:
             self.write = torch.tensor(write, device=device)
             self.rows = torch.arange(len(lengths), device=device)
+        self.mask = None  # every row sees every column
+        if (valid != self.used).any():
             cols = torch.arange(self.used, device=device)
             self.mask = (cols[None, :] < torch.tensor(valid, device=device)[:, None])[:, None, None, :]
 
@@ -157,10 +177,11 @@ class KVSlab:
         self.width = width
         self.device = torch.device(device)
         # Zeros, not empty: a masked-out column still meets a value in the attention product, and
-        # recycled memory could hold NaN bit patterns.
-        self.k = [torch.zeros(slots, h, width, d, dtype=dtype, device=self.device) for h, d in layers]
+        # recycled memory could hold NaN bit patterns. Allocated KEY_ALIGN-wide (see the module docstring).
+        columns = allocated(width)
+        self.k = [torch.zeros(slots, h, columns, d, dtype=dtype, device=self.device) for h, d in layers]
         self.v = [torch.zeros_like(k) for k in self.k]
-        self.dep_k = torch.zeros(slots, dep[0], width, dep[1], dtype=dtype, device=self.device)
+        self.dep_k = torch.zeros(slots, dep[0], columns, dep[1], dtype=dtype, device=self.device)
         self.dep_v = torch.zeros_like(self.dep_k)
         self.lengths = np.zeros(slots, dtype=np.int64)
         # Rows that roll: past ``width`` tokens each new one overwrites the oldest (see ``_Step``).

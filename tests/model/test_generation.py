@@ -224,13 +224,16 @@ def test_series_admitted_mid_batch_get_bit_for_bit_their_solo_forecast(
 
 def test_the_engine_slab_is_allocated_once(make_predictor, conformance_input):
     from model.decoding.engine import DecodeEngine
+    from model.nn.kv_cache import aligned
 
     engine = DecodeEngine(make_predictor(max_context=48), slots=6, chunk=16)
     tensors = [t.data_ptr() for t in (*engine.slab.k, *engine.slab.v, engine.slab.dep_k)]
     _run_engine(engine, [(i, i, _engine_series(conformance_input, 30 + i, 20, 2, seed=i)) for i in range(3)])
     assert [t.data_ptr() for t in (*engine.slab.k, *engine.slab.v, engine.slab.dep_k)] == tensors
     layers = len(engine.slab.k)
-    assert engine.slab.nbytes == 6 * 48 * 4 * (
+    columns = aligned(48)  # a window's columns rounded up as decode steps attend them (kv_cache.KEY_ALIGN)
+    assert engine.slab.k[0].shape[2] == columns >= 48
+    assert engine.slab.nbytes == 6 * columns * 4 * (
         2 * layers * engine.slab.k[0].shape[1] * engine.slab.k[0].shape[3] + 2 * 4 * engine.slab.dep_k.shape[3]
     )
 
