@@ -109,6 +109,7 @@ def test_compose_keeps_the_job_store_and_offers_a_shared_postgres(docker_compose
     assert postgres["profiles"] == ["jobs"] and postgres["image"].startswith("postgres:")
     assert "kronos-postgres:/var/lib/postgresql/data:rw" in postgres["volumes"]
     assert "ports" not in postgres  # only the project's network reaches it
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == ""  # no default: the image refuses to start so
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert {"kronos-jobs", "kronos-postgres"} <= set(config["volumes"])
 
