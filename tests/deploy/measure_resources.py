@@ -1,11 +1,14 @@
 """Measure one CPU instance's memory, CPU and latency: the figures in DEPLOYMENT_DEVICE_OPTIONS.md.
 
-    python tests/deploy/measure_resources.py [--shape bundled|small|base] [--repeats 5] [--threads 2]
+    python tests/deploy/measure_resources.py [--shape bundled|small|base] [--models 1|2] [--repeats 5] [--threads 2]
 
 Starts a real instance on a loopback port (as the container runs it), with the bundled model or a
 random-weight checkpoint of the published Kronos-small / Kronos-base shape (same size and speed
-as the real weights; forecasts are noise), and reports resident memory after start-up and at its
-peak under load, CPU time, and latency of a few request sizes. Not a test: pytest skips it.
+as the real weights; forecasts are noise), and reports resident memory after start-up (the model
+loaded, warmed up, its KV slab allocated: what an idle instance holds) and at its peak under load,
+CPU time, and latency of a few request sizes. ``--models 2`` serves the checkpoint twice
+(KRONOS_MODELS, two model threads and two KV slabs) and sends every request to both. Not a test:
+pytest skips it.
 """
 
 from __future__ import annotations
@@ -73,19 +76,31 @@ class PeakRss:
         return self.peak
 
 
+def _for_model(body: dict, name: str) -> dict:
+    """The request for model ``name`` (a batch names it in every item)."""
+    if "batch" in body:
+        return {"batch": [{**item, "model": name} for item in body["batch"]]}
+    return {**body, "model": name}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["bundled", "small", "base"], default="bundled")
+    parser.add_argument("--models", type=int, choices=[1, 2], default=1, help="models served (KRONOS_MODELS)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", default="2", help="OMP_NUM_THREADS (the CPU compose default, KRONOS_CPU_THREADS)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = {"KRONOS_DEVICE": "cpu", "KRONOS_REQUEST_TIMEOUT_S": "600", "OMP_NUM_THREADS": args.threads}
+        source = "bundled"
         if args.shape != "bundled":
             folder = Path(tmp) / f"kronos-{args.shape}-random"
             write_random_pair(folder, SHAPES[args.shape], TOKENIZER_BASE, seed=0)
-            settings["KRONOS_MODEL_PATH"] = str(folder)
+            settings["KRONOS_MODEL_PATH"] = source = str(folder)
+        names = ["first", "second"][: args.models]
+        if args.models > 1:
+            settings["KRONOS_MODELS"] = ",".join(f"{name}={source}" for name in names)
         instance = ServiceInstance(f"measure-{args.shape}", Path(tmp))
         started = time.monotonic()
         instance.start_on_a_free_port(**settings)
@@ -93,21 +108,31 @@ def main() -> None:
             instance.wait_ready(timeout_s=300)
             ready_s = time.monotonic() - started
             process = psutil.Process(instance.process.process.pid)
+            # Every model ready (readyz follows the default one only).
+            deadline = time.monotonic() + 300
+            while any(m["state"] != "ready" for m in httpx.get(f"{instance.url}/v1/models").json()["models"]):
+                assert time.monotonic() < deadline, "a model never became ready"
+                time.sleep(0.2)
+            ready_s = time.monotonic() - started
             rss_ready = process.memory_info().rss
+            slab = httpx.get(f"{instance.url}/v1/readyz").json()["batching"]["kv_cache_bytes"]
             peak = PeakRss(process.pid)
             print(
-                f"shape {args.shape}, OMP_NUM_THREADS={args.threads}: ready in {ready_s:.1f} s, "
-                f"RSS after start-up {rss_ready / 2**20:.0f} MiB"
+                f"shape {args.shape}, {args.models} model(s), OMP_NUM_THREADS={args.threads}: "
+                f"ready in {ready_s:.1f} s, RSS after start-up {rss_ready / 2**20:.0f} MiB "
+                f"(KV slab {slab / 2**20:.0f} MiB per model)"
             )
             with httpx.Client(base_url=instance.url, timeout=900) as client:
                 for label, (path, body) in REQUESTS.items():
                     times, cpu_times = [], []
                     for _ in range(args.repeats):
-                        cpu0, t0 = cpu_seconds(process), time.perf_counter()
-                        response = client.post(path, json=body)
-                        times.append(time.perf_counter() - t0)
-                        cpu_times.append(cpu_seconds(process) - cpu0)
-                        response.raise_for_status()
+                        for name in names:
+                            named = body if args.models == 1 else _for_model(body, name)
+                            cpu0, t0 = cpu_seconds(process), time.perf_counter()
+                            response = client.post(path, json=named)
+                            times.append(time.perf_counter() - t0)
+                            cpu_times.append(cpu_seconds(process) - cpu0)
+                            response.raise_for_status()
                     print(
                         f"  {label}: wall median {statistics.median(times):.2f} s "
                         f"(min {min(times):.2f}, max {max(times):.2f}); "

@@ -203,8 +203,9 @@ def quantity(value: str | int) -> float:
 def test_pool_resources_follow_the_measurements(name):
     deployment = one(render("hybrid"), "Deployment", name)
     resources = container(deployment)["resources"]
-    # DEPLOYMENT_DEVICE_OPTIONS.md: Kronos-base peaks at 1.6 GiB on CPU; the request covers it.
-    assert quantity(resources["requests"]["memory"]) >= 1.7 * 2**30
+    # DEPLOYMENT_DEVICE_OPTIONS.md, measured with the KV slab: one Kronos-base holds 2.8 GiB on CPU
+    # (the slab is allocated at start, so load adds little); the request covers it.
+    assert quantity(resources["requests"]["memory"]) >= 2.8 * 2**30
     assert quantity(resources["limits"]["memory"]) >= quantity(resources["requests"]["memory"])
     # torch's threads never exceed the CPU limit (unset, torch would use every core of the node).
     threads = int(env_of(deployment)["OMP_NUM_THREADS"]["value"])
