@@ -213,6 +213,9 @@ class ForecastService:
         self.predictor = predictor
         self.scheduler.max_rows = rows
         self.scheduler.max_tokens = self.settings.batch_tokens(self.device)
+        # On a CPU a decode step costs in proportion to its rows: job items then also keep to a share of
+        # the interactive rows (batching/common.py); a GPU's step costs about the same with more rows.
+        self.scheduler.background_beside_interactive = self.device == "cpu"
         self.model = ModelInfo(
             name=self.name,
             version=served_version(pair.model),

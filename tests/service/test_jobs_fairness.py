@@ -36,10 +36,20 @@ async def _background(scheduler, items):
         return await scheduler.submit(items)
 
 
-def test_request_level_interactive_series_go_first_and_jobs_keep_to_their_share():
+@pytest.mark.parametrize(
+    "beside, batches",
+    [
+        # A CPU: beside 2 interactive rows, job items hold at most half as many (but one always runs).
+        (True, [[0], [1, 2, 10], [11, 12], [13, 14]]),
+        # A GPU: job items hold at most half of the 4-row budget, whatever runs beside them.
+        (False, [[0], [1, 2, 10, 11], [12, 13], [14]]),
+    ],
+)
+def test_request_level_interactive_series_go_first_and_jobs_keep_to_their_share(beside, batches):
     model = StandInModel()
     scheduler, _ = scheduler_for(model, max_rows=4, max_queue=2)
     scheduler.background_share = 0.5
+    scheduler.background_beside_interactive = beside
 
     async def scenario():
         first = asyncio.ensure_future(scheduler.submit([series(seed=0)]))
@@ -54,8 +64,8 @@ def test_request_level_interactive_series_go_first_and_jobs_keep_to_their_share(
 
     results = asyncio.run(scenario())
     assert [f.seed for (f,) in results] == [0, 1, 2, 10, 11, 12, 13, 14]
-    # The two interactive series first (they arrived after the jobs), then 2 of 4 rows for jobs per batch.
-    assert model.batches == [[0], [1, 2, 10, 11], [12, 13], [14]]
+    # The two interactive series first (they arrived after the jobs), the job items within their share.
+    assert model.batches == batches
 
 
 def test_jobs_are_outside_the_queue_limit_and_the_request_timeout():

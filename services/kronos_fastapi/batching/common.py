@@ -22,7 +22,9 @@ How the queue turns into model batches is the schedulers' part: ``request_level.
 of its own behind every interactive request: it is admitted only while no interactive series waits,
 its rows and tokens hold at most ``background_share`` of the budgets (one background series may run
 alone when none does), it does not count against ``max_queue`` (the job worker bounds what it has in
-flight) and it has no deadline.
+flight) and it has no deadline. Where a step's time grows with its rows (a CPU:
+``background_beside_interactive``), beside running interactive series background work also holds at
+most ``background_share`` of *their* rows and tokens, so their steps are at most 1 + share slower.
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class BatchQueue:
         self._queue: deque[Job] = deque()
         self._background: deque[Job] = deque()  # job items, admitted behind every interactive series
         self.background_share = 1.0  # most of each budget background rows and tokens may hold
+        self.background_beside_interactive = True  # also at most that share of the interactive rows (CPU)
         self._running: list[Job] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -296,7 +299,12 @@ class BatchQueue:
         if not rows:
             return True
         share = self.background_share
-        return rows + head.rows <= row_cap * share and tokens + head.tokens <= self.max_tokens * share
+        row_limit, token_limit = row_cap * share, self.max_tokens * share
+        interactive = [job for job in running if not job.background]
+        if interactive and self.background_beside_interactive:
+            row_limit = min(row_limit, share * sum(job.rows for job in interactive))
+            token_limit = min(token_limit, share * sum(job.tokens for job in interactive))
+        return rows + head.rows <= row_limit and tokens + head.tokens <= token_limit
 
     def _full(self) -> bool:
         """The queue holds at least a full batch: waiting longer cannot make the next one bigger."""
