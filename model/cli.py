@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "csv",
         metavar="INPUT",
-        help="CSV with open, high, low, close[, volume, amount] and usually a timestamp column; with --id-column, "
-        "a long table of many series (.csv or .parquet)",
+        help="CSV with open, high, low, close[, volume, amount] and usually a timestamp column ('-': standard "
+        "input); with --id-column, a long table of many series (.csv or .parquet)",
     )
     parser.add_argument("--pred-len", type=int, default=20)
     parser.add_argument(
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _timestamps(frame: pd.DataFrame, column: str | None) -> pd.DatetimeIndex | None:
+def _timestamps(frame: pd.DataFrame, column: str | None, source: str) -> pd.DatetimeIndex | None:
     if column is not None:
         name = column.strip().lower()
         if name not in frame.columns:
@@ -170,10 +170,9 @@ def _timestamps(frame: pd.DataFrame, column: str | None) -> pd.DatetimeIndex | N
             name = first  # an unnamed index column, as pandas writes one
         if name is None:
             return None
-    try:
-        return pd.DatetimeIndex(pd.to_datetime(frame[name]))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InputError(f"timestamp column {name!r} is not parseable as timestamps ({exc})") from None
+    from .series.csv_file import timestamp_column
+
+    return timestamp_column(frame, name, source)  # InputError: the line and column of a bad or unordered one
 
 
 def _sampling(args: argparse.Namespace):
@@ -206,6 +205,8 @@ def _bulk(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.out is None:
         parser.error("--id-column needs --out OUT (.csv or .parquet)")
+    if args.csv == "-":
+        parser.error("a universe run (--id-column) reads a file, not '-': it records INPUT's digest to resume")
     for option, given in (("--paths", args.paths), ("--repair-input", args.repair_input)):
         if given:
             parser.error(f"{option} is for one series; a universe run (--id-column) does not take it")
@@ -258,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{', '.join(given)}: for a universe; give --id-column COL (one series goes to stdout)")
 
     from .decoding.forecast import PRICE_COLUMNS, SeriesInput, frame_columns
+    from .series import csv_file
     from .series.calendars import future_timestamps, synthetic_timestamps
-    from .series.candles import RULE, describe_invalid, invalid_rows, repair_candles
+    from .series.candles import RULE, invalid_rows, repair_candles
 
     def note(text: str) -> None:
         print(f"kronos-forecast: {text}", file=sys.stderr)
@@ -267,30 +269,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.quantiles and args.sample_count < 2:
             raise InputError("--quantiles are taken over sample paths: give --sample-count 2 or more (e.g. 20)")
-        frame = frame_columns(pd.read_csv(args.csv), args.csv)
+        name = csv_file.source_name(args.csv)
+        frame = frame_columns(csv_file.read_csv(args.csv), name)  # indexed by each row's line in the file
         missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
         if missing:
-            raise InputError(
-                f"{args.csv}: no {', '.join(missing)} column(s); the columns are {', '.join(frame.columns)}"
-            )
-        frame = frame.tail(args.lookback).reset_index(drop=True)
+            raise InputError(f"{name}: no {', '.join(missing)} column(s); the columns are {', '.join(frame.columns)}")
         columns = list(PRICE_COLUMNS) + [c for c in ("volume", "amount") if c in frame.columns]
         if columns[4:5] == ["amount"]:
             columns = columns[:4]  # amount without volume is not a model input
-        try:
-            candles = frame[columns].to_numpy(dtype="float64")
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{args.csv}: price/volume columns must be numeric ({exc})") from None
+        x_ts = _timestamps(frame, args.timestamp_column, name)  # the whole file is checked, as the page does
+        frame = frame.tail(args.lookback)
+        x_ts = None if x_ts is None else x_ts[-len(frame) :]
+        candles = csv_file.numeric_columns(frame, columns, name)
         bad = invalid_rows(candles)
         if len(bad):
             if not args.repair_input:
-                raise InputError(
-                    f"{args.csv}: row {int(bad[0])} is not a valid candle ({describe_invalid(candles[bad[0]])}; "
-                    f"{len(bad)} such rows); a candle needs {RULE}. --repair-input widens high and low to fit"
-                )
+                raise csv_file.invalid_candle(frame, candles, bad, name)
             candles, count = repair_candles(candles)
             note(f"{count} input candle(s) repaired (high and low widened to cover open and close)")
-        x_ts = _timestamps(frame, args.timestamp_column)
         stamped = x_ts is not None
         if x_ts is None:
             note(f"no timestamp column: rows are periods of {args.freq or 'D'} from 2024-01-01; output by step")

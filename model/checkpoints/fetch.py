@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import KronosError
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
-from .hub import OFFICIAL_MODELS, Checkpoint, official_model, resolve_checkpoint
+from .hub import OFFICIAL_MODELS, Checkpoint, HubOffline, HubUnreachable, official_model, resolve_checkpoint
 
 
 def _copy(checkpoint: Checkpoint, folder: Path) -> None:
@@ -74,6 +74,23 @@ def main(argv: list[str] | None = None) -> int:
             )
             for model_id in args.ids
         ]
+    except HubOffline:  # kronos-fetch is what downloads: the generic advice (run kronos-fetch) would loop
+        print(
+            "kronos-fetch: error: HF_HUB_OFFLINE is set, which forbids downloading, and the model is not in the "
+            "model cache; kronos-fetch downloads: run it with HF_HUB_OFFLINE unset (or 0) on a machine that "
+            "reaches the hub (files already in the cache are copied even offline)",
+            file=sys.stderr,
+        )
+        return 2
+    except HubUnreachable as exc:
+        print(
+            f"kronos-fetch: error: cannot reach {exc.endpoint} ({exc.reason}): the network is unreachable from "
+            "here and the model is not in the model cache; run kronos-fetch on a machine that reaches the hub "
+            "and copy its --out folder here, or set HF_ENDPOINT to a mirror (HTTPS_PROXY to a proxy) that can "
+            "be reached",
+            file=sys.stderr,
+        )
+        return 2
     except (KronosError, OSError) as exc:
         print(f"kronos-fetch: error: {exc}", file=sys.stderr)
         return 2

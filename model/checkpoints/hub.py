@@ -126,6 +126,44 @@ def _hub_settings() -> tuple[str, str, bool]:
     return constants.ENDPOINT, constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE
 
 
+class HubOffline(CheckpointError):
+    """HF_HUB_OFFLINE=1 forbids downloading and a file is not in the model cache."""
+
+
+class HubUnreachable(CheckpointError):
+    """The hub's endpoint (or the proxy to it) cannot be reached and a file is not in the model cache."""
+
+    def __init__(self, message: str, endpoint: str, reason: str) -> None:
+        super().__init__(message)
+        self.endpoint, self.reason = endpoint, reason
+
+
+def unreachable(endpoint: str, timeout_s: float = 3.0) -> str | None:
+    """Why ``endpoint`` cannot be reached (no such host, refused, no route, timed out), else None.
+
+    One TCP connection to its host (or to the proxy ``urllib`` would use), before downloading, so
+    that a host without network fails at once instead of after huggingface_hub's retries (about 26 s
+    when the name does not resolve). Cached files are then read from the cache."""
+    import socket
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    url = urlsplit(endpoint)
+    if not url.hostname:
+        return None
+    proxy = None if proxy_bypass(url.hostname) else getproxies().get(url.scheme)
+    target = urlsplit(proxy) if proxy else url
+    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    if not host:
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        via = f" (the proxy {proxy})" if proxy else ""
+        return f"{host}:{port}{via}: {exc.strerror or exc}"
+
+
 def _download(repo_id: str, revision: str | None) -> Checkpoint:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
@@ -138,10 +176,11 @@ def _download(repo_id: str, revision: str | None) -> Checkpoint:
 
     endpoint, cache, offline = _hub_settings()
     at = f" at revision {revision!r}" if revision else ""
+    reason = None if offline else unreachable(endpoint)  # no network: the cache only, at once
     paths = {}
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         try:
-            paths[name] = Path(hf_hub_download(repo_id, name, revision=revision))
+            paths[name] = Path(hf_hub_download(repo_id, name, revision=revision, local_files_only=reason is not None))
         except RepositoryNotFoundError:
             raise CheckpointError(
                 f"{repo_id}: no such model repository on {endpoint} (or it is private or gated: set HF_TOKEN to a "
@@ -158,8 +197,16 @@ def _download(repo_id: str, revision: str | None) -> Checkpoint:
                 f"{WEIGHTS_FILE} (pickled weights are never loaded): pick another repository or revision"
             ) from None
         except LocalEntryNotFoundError:
+            if reason is not None:
+                raise HubUnreachable(
+                    f"{repo_id}{at}: cannot reach {endpoint} ({reason}) and {name} is not in the model cache "
+                    f"({cache}); check the network, proxy or HF_ENDPOINT, or fetch the model elsewhere "
+                    f"(`kronos-fetch {repo_id} --out DIR`) and give that folder",
+                    endpoint,
+                    reason,
+                ) from None
             if offline:
-                raise CheckpointError(
+                raise HubOffline(
                     f"{repo_id}{at}: {name} is not in the model cache ({cache}) and HF_HUB_OFFLINE=1 forbids "
                     f"downloading; fetch it once online with the same HF_HOME, or copy a folder made by "
                     f"`kronos-fetch {repo_id} --out DIR` and give that folder"

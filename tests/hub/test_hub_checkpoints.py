@@ -213,3 +213,27 @@ def test_kronos_train_fine_tunes_from_a_hub_id(hub, hub_env, candles, tmp_path):
     tuned = Kronos.from_pretrained(tmp_path / "ft")
     assert tuned.config == Kronos.from_pretrained(SMALL).config
     assert (tmp_path / "ft" / "tokenizer" / "model.safetensors").is_file()
+
+
+def test_kronos_fetch_offline_fails_at_once_with_the_right_hint(hub, hub_env, tmp_path):
+    """No network (a closed port here; a name that does not resolve took 26 s of retries): at once, and
+    the hint is about the network; HF_HUB_OFFLINE set: the hint is to unset it (not to run kronos-fetch).
+    A model already in the cache is copied either way."""
+    import time
+
+    out = str(tmp_path / "mini")
+    hub_env.set(endpoint=closed_port_url())
+    started = time.monotonic()
+    cold = run_cli("-m", "model.checkpoints.fetch", MINI, "--out", out)
+    assert time.monotonic() - started < 15 and cold.returncode == 2, cold.stderr
+    assert "kronos-fetch: error: cannot reach http://127.0.0.1:" in cold.stderr
+    assert "the network is unreachable from here" in cold.stderr and "Retrying" not in cold.stderr
+    hub_env.set(offline=True)
+    offline = run_cli("-m", "model.checkpoints.fetch", MINI, "--out", out)
+    assert offline.returncode == 2 and "HF_HUB_OFFLINE is set" in offline.stderr
+    assert "`kronos-fetch" not in offline.stderr
+    hub_env.set(offline=False, endpoint=hub.url)
+    assert run_cli("-m", "model.checkpoints.fetch", MINI, "--out", out).returncode == 0  # into the cache too
+    hub_env.set(endpoint=closed_port_url())
+    cached = run_cli("-m", "model.checkpoints.fetch", MINI, "--out", str(tmp_path / "again"))
+    assert cached.returncode == 0, cached.stderr

@@ -87,7 +87,8 @@ def test_files_without_timestamps_and_bad_options(tmp_path, goog):
     rows.iloc[4, 1] = rows.iloc[4, 0] - 1  # high below open
     rows.to_csv(broken, index_label="date")
     refused = _run(str(broken), "--pred-len", "2")
-    assert refused.returncode == 2 and "row 4 is not a valid candle" in refused.stderr
+    # the file's line (header line 1, data row 4 on line 6), as the page says it
+    assert refused.returncode == 2 and "line 6, column high: not a valid candle" in refused.stderr
     assert _run(str(broken), "--pred-len", "2", "--repair-input").returncode == 0
 
 

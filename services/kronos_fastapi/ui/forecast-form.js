@@ -179,6 +179,7 @@ function download(name, type, text) {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+// Band columns named as predict_df, kronos-forecast and the API's levels name them: close_q0.1, close_q0.9.
 function forecastCsv() {
   const { json, levels } = state.forecast;
   const rows = json.forecast || [];
@@ -186,7 +187,7 @@ function forecastCsv() {
     rows.some((r) => r[c] !== null && r[c] !== undefined),
   );
   const bands = (levels || []).map((level) => ({ level, closes: bandCloses(json, level) })).filter((b) => b.closes);
-  const header = ["step", "timestamp", ...columns, ...bands.map((b) => `close_q${Math.round(b.level * 100)}`)];
+  const header = ["step", "timestamp", ...columns, ...bands.map((b) => `close_q${b.level}`)];
   const lines = [header.join(",")];
   rows.forEach((r, i) => {
     const cells = [r.step ?? i + 1, r.timestamp ?? "", ...columns.map((c) => r[c] ?? "")];
