@@ -43,6 +43,8 @@ def test_kill_9_mid_job_then_a_restart_finishes_it_every_item_once(tmp_path):
                 every=0.02,
             )
             assert done["running"] > 0 and done["completed"] < 50, done
+            so_far = result_lines(client, job_id)  # the results while it runs: what is done so far
+            assert 8 <= len(so_far) < 50 and len({line["custom_id"] for line in so_far}) == len(so_far)
     finally:
         first.stop(signal.SIGKILL)  # no shutdown code runs: its leases are left as they were
     killed_at = datetime.now(timezone.utc)
