@@ -336,7 +336,7 @@ def test_sigterm_finishes_the_request_in_flight(engine, cpu_image):
     container = Container(engine, cpu_image, "kronos-test-sigterm")
     try:
         container.wait_ready()
-        # A few seconds of decoding for the bundled model (well under the 30 s drain,
+        # A few seconds of decoding for the bundled model (well under the 130 s drain,
         # KRONOS_SHUTDOWN_TIMEOUT_S), so that SIGTERM lands in the middle.
         series = {"data": [[100, 105, 98, 102]] * 64, "pred_len": 120, "sample_count": 2}
         slow = {"batch": [series] * 8}
