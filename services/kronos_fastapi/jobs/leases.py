@@ -130,10 +130,15 @@ class Leases(JobStore):
         if not tokens:
             return set()
         now = utcnow()
+        running_jobs = select(jobs.c.id).where(jobs.c.status.in_((QUEUED, RUNNING)))
         with self.write.begin() as connection:
+            # Not the leases of a cancelled job's items: should their holder not stop them, the sweep
+            # cancels them once the lease has run out.
             connection.execute(
                 update(items)
-                .where(items.c.lease_token.in_(list(tokens)), items.c.status == RUNNING)
+                .where(
+                    items.c.lease_token.in_(list(tokens)), items.c.status == RUNNING, items.c.job_id.in_(running_jobs)
+                )
                 .values(lease_expires_at=now + lease)
             )
             held = connection.execute(
