@@ -1,9 +1,9 @@
-"""``kronos-train``: train a Kronos tokenizer + predictor on OHLCV CSV files, or fine-tune existing checkpoints.
+"""kronos-train: train a Kronos tokenizer + predictor on OHLCV CSV files, or fine-tune existing checkpoints.
 
-Examples::
+Examples:
 
     kronos-train --demo --out runs/demo                           # both stages on the demo corpus
-    kronos-train --demo --stage predictor --from-tokenizer model/bundled/kronos-demo/tokenizer \
+    kronos-train --demo --stage predictor --from-tokenizer model/bundled/kronos-demo/tokenizer \\
         --out runs/kronos-demo --seed 0 --threads 1               # the bundled kronos-demo's predictor
     kronos-train a.csv b.csv --out runs/mine                      # from scratch, demo-sized networks
     kronos-train a.csv --from /models/Kronos-small --from-tokenizer /models/Kronos-Tokenizer-base --out runs/ft

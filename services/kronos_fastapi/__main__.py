@@ -53,11 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings)
     shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     shown = f"[{shown}]" if ":" in shown else shown
-    print(
-        f"Kronos service starting on http://{shown}:{settings.port} (bound to {settings.host}; "
-        f"model {settings.model_path}, device {settings.device}) — try http://{shown}:{settings.port}/v1/readyz",
-        flush=True,
-    )
     if not settings.api_keys and settings.host not in ("127.0.0.1", "::1", "localhost"):
         print(
             f"kronos-serve: WARNING: KRONOS_API_KEYS is empty, so anyone who reaches {settings.host}:{settings.port} "
@@ -77,6 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=settings.shutdown_timeout_s + DRAIN_MARGIN_S,  # type: ignore[arg-type]
     )
     server = draining_server(config, app.state.drain)
+    startup = server.startup
+
+    async def started_then_said(sockets=None) -> None:
+        """Said once the port is bound: a bind error (port taken) is not preceded by "listening on"."""
+        await startup(sockets=sockets)
+        if server.started:
+            print(
+                f"Kronos service listening on http://{shown}:{settings.port} (bound to {settings.host}; "
+                f"model {settings.model_path}, device {settings.device}) — try http://{shown}:{settings.port}/v1/readyz",
+                flush=True,
+            )
+
+    server.startup = started_then_said  # type: ignore[method-assign]
     server.run()
     if not server.started:
         return 3  # uvicorn's start-up failure (e.g. the port is taken), as uvicorn.run exits

@@ -60,3 +60,12 @@ def test_a_universe_run_needs_a_file(capsys):
     with pytest.raises(SystemExit):
         main(["-", "--id-column", "id", "--out", "x.csv"])
     assert "reads a file, not '-'" in capsys.readouterr().err
+
+
+def test_kronos_train_help_keeps_its_examples_as_written():
+    """The module docstring is kronos-train's --help: a backslash continuation stays two lines (a bare
+    one inside the docstring joined them) and no rST markup shows."""
+    from model.training import cli
+
+    assert "``" not in cli.__doc__ and "::" not in cli.__doc__
+    assert "model/bundled/kronos-demo/tokenizer \\\n        --out runs/kronos-demo" in cli.__doc__

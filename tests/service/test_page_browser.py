@@ -157,6 +157,8 @@ def _sent(response) -> dict:
 def test_page_loads_with_the_example_charted(visit):
     visit.goto()
     assert "GOOG daily: 300 candles" in visit.page.inner_text("#series-name")
+    chart = visit.page.locator("#chart")
+    assert (chart.get_attribute("data-price-precision"), chart.get_attribute("data-time-visible")) == ("2", "false")
     assert visit.pixels("history") > 500
     assert visit.pixels("forecast") < 50  # a few anti-aliased edges at most
     assert visit.page.is_hidden("#message")
@@ -269,6 +271,9 @@ def test_the_csv_chosen_in_the_file_input_is_what_gets_sent(visit, tmp_path):
     visit.page.set_input_files("#csv-file", str(path))
     expect(visit.page.locator("#series-name")).to_contain_text("eurusd.csv: 120 candles")
     assert "120 candles" in visit.page.inner_text("#series-name")
+    # prices to a precision that fits them (1.2345, not 1.23); hourly axis labels carry the time of day
+    chart = visit.page.locator("#chart")
+    assert (chart.get_attribute("data-price-precision"), chart.get_attribute("data-time-visible")) == ("4", "true")
     visit.page.fill("#pred-len", "12")
     response = visit.forecast()
     assert response.status == 200, response.text()
@@ -531,3 +536,48 @@ def test_the_page_sends_the_rows_the_model_can_use_and_never_more_than_the_serve
     offset = len(GOOG) - 2048
     assert str(body["windows"][0]["origin"] + offset) in page.inner_text("#bt-windows-table")
     visit.assert_clean()
+
+
+def test_redoc_asks_no_other_host(visit):
+    """ReDoc's page, script and all, comes from this server: offline it still renders the API."""
+    visit.page.goto(visit.origin + "/redoc")
+    expect(visit.page.get_by_text("Kronos forecasting service").first).to_be_visible(timeout=20_000)
+    expect(visit.page.get_by_text("backtest").first).to_be_visible()
+    visit.page.wait_for_timeout(500)  # the sidebar's logo comes last
+    visit.shot("11-redoc")
+    visit.assert_clean()
+
+
+README = ROOT / "README.md"
+SCREENSHOT = ROOT / "docs" / "page.png"
+CAPTION = re.compile(r"model `([^`]+)`, 30 candles from\s+16 sample paths, seed 42\.")
+
+
+def test_the_readme_screenshot_is_of_the_bundled_model(browser, server, client):
+    """The README's screenshot is taken here, by the same forecast as its caption says; the test fails when
+    the caption names another model than the one served (retake: KRONOS_UPDATE_SCREENSHOT=1)."""
+    (served,) = client.get("/v1/models").json()["models"]
+    for visit in _visit(browser, server.url, 1280, 800):
+        visit.goto()
+        visit.page.fill("#pred-len", "30")
+        visit.page.fill("#sample-count", "16")
+        visit.page.fill("#seed", "42")
+        response = visit.forecast()
+        assert response.status == 200, response.text()
+        visit.wait_for_pixels("forecast", 300)
+        assert visit.page.inner_text("#result-model") == served["version"]
+        shot = ARTIFACTS / "readme-page.png"
+        visit.page.screenshot(path=str(shot))
+        visit.assert_clean()
+    text = README.read_text()
+    if os.environ.get("KRONOS_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, SCREENSHOT)
+        text = CAPTION.sub(f"model `{served['version']}`, 30 candles from\n16 sample paths, seed 42.", text, count=1)
+        text = text.replace("model `MODEL`, 30 candles", f"model `{served['version']}`, 30 candles", 1)
+        README.write_text(text)
+    caption = CAPTION.search(text)
+    assert caption, "README.md has no caption under docs/page.png naming its model"
+    assert caption[1] == served["version"], (
+        f"docs/page.png shows {caption[1]}, the bundled model is {served['version']}: retake it with "
+        "KRONOS_UPDATE_SCREENSHOT=1 pytest tests/service/test_page_browser.py -k readme"
+    )

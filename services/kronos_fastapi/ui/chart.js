@@ -146,10 +146,35 @@ function drawVolume(extra) {
   volume.setData(bars);
 }
 
+// Prices to a precision that fits their size: EURUSD 1.2345, GOOG 806.19, a coin at 0.0012345 (about five
+// significant digits, never fewer than two decimals).
+function pricePrecision(rows) {
+  const closes = rows.map((r) => Math.abs(r[3])).filter((v) => v > 0).sort((a, b) => a - b);
+  if (!closes.length) return 2;
+  const typical = closes[Math.floor(closes.length / 2)];
+  return Math.min(8, Math.max(2, 4 - Math.floor(Math.log10(typical))));
+}
+
+let priceFormat = { type: "price", precision: 2, minMove: 0.01 };
+
+// The axes for this series: its price precision, and times of day on intraday data (the day only
+// where it changes, instead of every label repeating it).
+function fitAxes() {
+  const s = state.series;
+  const precision = pricePrecision(s.rows);
+  priceFormat = { type: "price", precision, minMove: Number((10 ** -precision).toFixed(precision)) };
+  [history, forecastCandles, bandLower, bandUpper].forEach((series) => series.applyOptions({ priceFormat }));
+  const intraday = s.times.length > 1 && stepSeconds(s.times) < DAY;
+  chart.applyOptions({ timeScale: { timeVisible: intraday, secondsVisible: false } });
+  $("chart").dataset.pricePrecision = String(precision);
+  $("chart").dataset.timeVisible = String(intraday);
+}
+
 export function drawSeries() {
   const s = state.series;
   clearForecast();
   clearBacktest();
+  fitAxes();
   history.setData(s.rows.map((r, i) => ({ time: s.times[i], open: r[0], high: r[1], low: r[2], close: r[3] })));
   drawVolume();
   chart.timeScale().fitContent();
@@ -211,7 +236,7 @@ export function drawForecast(json, levels) {
     paths.slice(0, 64).forEach((path) => {
       const closes = closesOf(path);
       if (!closes) return;
-      const line = chart.addSeries(LWC.LineSeries, { ...lineOptions, color: COLORS.path, lineWidth: 1 });
+      const line = chart.addSeries(LWC.LineSeries, { ...lineOptions, color: COLORS.path, lineWidth: 1, priceFormat });
       line.setData(
         closes.map((value, i) => ({ time: times[i], value })).filter((p) => typeof p.value === "number"),
       );
@@ -249,7 +274,12 @@ export function drawBacktest(windows, label) {
     const points = closes
       .map((value, i) => ({ time: s.times[w.origin + i], value }))
       .filter((p) => p.time !== undefined && typeof p.value === "number");
-    const line = chart.addSeries(LWC.LineSeries, { ...lineOptions, color: COLORS.forecastBorder, lineWidth: 2 });
+    const line = chart.addSeries(LWC.LineSeries, {
+      ...lineOptions,
+      color: COLORS.forecastBorder,
+      lineWidth: 2,
+      priceFormat,
+    });
     line.setData(points);
     windowSeries.push(line);
   });
