@@ -63,18 +63,19 @@ def test_two_replicas_share_a_job_and_one_finishes_what_a_killed_one_held(tmp_pa
                 every=0.05,
             )
             assert to_a.get(f"/v1/jobs/{job_id}").json()["id"] == to_b.get(f"/v1/jobs/{job_id}").json()["id"]
-            held = [row for row in _items(postgres.url) if row[1] == "running" and row[2] == "replica-a"]
         finally:
             a.stop(signal.SIGKILL)
+        # What the dead replica held: frozen until its leases (3 s) run out.
+        held = {row[0] for row in _items(postgres.url) if row[1] == "running" and row[2] == "replica-a"}
         job = wait_job(to_b, job_id, timeout=120)
         assert job["status"] == "succeeded" and job["counts"]["completed"] == 100, job
         lines = result_lines(to_b, job_id)
         assert sorted(line["custom_id"] for line in lines) == sorted(df["id"].unique())  # none lost, none twice
         rows = _items(postgres.url)
         assert all(status == "succeeded" for _, status, _, _ in rows)
-        assert sum(attempts > 1 for *_, attempts in rows) <= 2  # at most what replica-a had in flight
-        retaken = {custom_id for custom_id, _, owner, _ in rows if owner == "replica-b"} & {r[0] for r in held}
-        assert retaken == {r[0] for r in held}  # what the killed replica held, the other one answered
+        by_id = {custom_id: (owner, attempts) for custom_id, _, owner, attempts in rows}
+        for custom_id in held:  # what the killed replica held, the other one took over and answered
+            assert by_id[custom_id][0] == "replica-b" and by_id[custom_id][1] >= 2, by_id[custom_id]
         bodies = table_bodies(df, 3, pred_len=12)
         for line in lines[::10]:
             direct = to_b.post("/v1/predict/single", json=bodies[line["custom_id"]]).json()
