@@ -28,7 +28,10 @@ ROWS = [[100.0, 105.0, 98.0, 102.0], [102.0, 108.0, 101.0, 107.0], [107.0, 109.0
 def _app(tmp_path_factory, name: str, **settings) -> LiveApp:
     folder = tmp_path_factory.mktemp(name)
     options = {"rate_limit_per_minute": 0, "jobs_dir": folder, "instance_name": f"jobs-{name}", **settings}
-    return LiveApp(create_app(load_settings(env_file=None, **options))).wait_ready()
+    app = create_app(load_settings(env_file=None, **options))
+    live = LiveApp(app).wait_ready()
+    live.app = app  # its job store, for the tests that move the clock
+    return live
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +204,7 @@ def test_cancel_stops_what_runs_and_keeps_what_is_done(app):
 
 def test_retention_expires_results_then_deletes_the_job(app):
     job = _done(app, app.post("/v1/jobs", json={"items": [{"custom_id": "x", "data": ROWS, "pred_len": 1}]}))
-    store = app.http._transport.app.state.jobs.store  # the app's own store
+    store = app.app.state.jobs.store
     later = utcnow() + timedelta(hours=168, minutes=1)
     assert store.sweep(now=later)["expired"] >= 1
     expired = app.get(f"/v1/jobs/{job['id']}").json()
@@ -212,6 +215,7 @@ def test_retention_expires_results_then_deletes_the_job(app):
 
 
 def test_metrics_and_readiness_report_the_jobs(app):
+    _done(app, app.post("/v1/jobs", json={"items": [{"custom_id": "x", "data": ROWS, "pred_len": 1}]}))
     ready = app.get("/v1/readyz").json()["jobs"]
     assert ready["enabled"] and ready["database"] == "sqlite" and ready["reachable"]
     assert ready["schema_revision"] == "0002"
@@ -219,7 +223,8 @@ def test_metrics_and_readiness_report_the_jobs(app):
     text = app.get("/v1/metrics").text
     for name in ("kronos_jobs{", "kronos_jobs_backlog_items", "kronos_job_items_total{", "kronos_jobs_store_up 1.0"):
         assert name in text
-    assert 'kronos_job_item_duration_seconds_count{model="kronos-demo"}' in text or "kronos_job_item_duration" in text
+    assert 'kronos_job_item_duration_seconds_count{model="' in text
+    assert 'kronos_job_items_total{model="' in text and 'outcome="succeeded"' in text
 
 
 def test_limits_name_their_setting_and_keys_own_their_jobs(tmp_path_factory):
