@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from decode import eurusd, series_from  # noqa: E402 — benchmarks/decode.py: EURUSD candles, windows of them
 
-from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair  # noqa: E402
 from model.decoding.engine import DecodeEngine  # noqa: E402
 from model.decoding.pipeline import KronosPredictor, SeriesInput  # noqa: E402
+from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair  # noqa: E402
 
 
 def _series(frame: pd.DataFrame, index: int, lookback: int, pred_len: int) -> SeriesInput:

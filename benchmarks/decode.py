@@ -2,6 +2,7 @@
 
     python benchmarks/decode.py            # the issue's cases and a no-sliding row (about 7 minutes on 2 cores)
     python benchmarks/decode.py --quick    # smaller shapes, seconds
+    python benchmarks/decode.py --precision bf16 int8   # fp32 against reduced precision instead (fast path only)
 
 Weights are random (Kronos-small / Kronos-Tokenizer-base shapes from SPEC); the input is real
 EURUSD hourly candles from the `backtesting` package. Each case runs both paths with the same
@@ -29,8 +30,8 @@ import psutil
 import torch
 
 from model import KronosPredictor, SeriesInput
-from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
 from model.nn.config import PredictorConfig, TokenizerConfig
+from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
 
 
 def eurusd() -> pd.DataFrame:
@@ -94,9 +95,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke run")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each path for sample_count 1")
+    parser.add_argument(
+        "--precision", nargs="+", default=None, choices=["bf16", "int8"], help="time these against fp32 instead"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precision:
+        return precision_main(args)
 
     if args.quick:
         predictor_config = PredictorConfig(s1_bits=10, s2_bits=10, n_layers=2, d_model=64, n_heads=4, ff_dim=128)
@@ -178,6 +184,47 @@ def main() -> None:
         print(f"| {name} | {slow_s:.2f} | {fast_s:.2f} | {ratio:.1f}x | {slow_mem:.0f} | {fast_mem:.0f} | {equal} |")
     if not all(r[-1] for r in rows):
         raise SystemExit("fast and recompute outputs differ")
+
+
+PRECISION_CASES = [(392, 120, 8), (392, 120, 1), (100, 20, 1)]  # lookback, pred_len, sample paths
+
+
+def precision_main(args) -> None:
+    """The fast path in fp32 against each reduced precision: the same forecasts (same seed), run
+    alternately ``--repeats`` times, medians; and how many leading forecast steps equal fp32's."""
+    model, tokenizer = random_pair(KRONOS_SMALL, TOKENIZER_BASE, seed=0)
+    names = ["fp32", *args.precision]
+    predictors = {p: KronosPredictor(model, tokenizer, device="cpu", max_context=512, precision=p) for p in names}
+    frame = eurusd()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, Kronos-small shape, random weights")
+    rows = []
+    for lookback, pred_len, paths in PRECISION_CASES:
+        series = [series_from(frame, 3000, lookback, pred_len, paths, 1)]
+        for p in names:  # warm-up: kernels, the prepared weights of every precision
+            predictors[p].forecast(series)
+        runs = {p: [] for p in names}
+        samples = {}
+        for _ in range(max(1, args.repeats)):
+            for p in names:
+                started = time.perf_counter()
+                (forecast,) = predictors[p].forecast(series)
+                runs[p].append(time.perf_counter() - started)
+                samples[p] = forecast.samples
+        medians = {p: statistics.median(r) for p, r in runs.items()}
+        for p in args.precision:
+            same = (samples[p] == samples["fp32"]).all(axis=-1)  # (paths, pred_len): the step's candle equal
+            leading = int(np.mean([np.argmin(row) if not row.all() else len(row) for row in same]))
+            rows.append((f"{lookback}/{pred_len}, {paths} paths", p, medians["fp32"], medians[p], leading, pred_len))
+            print(
+                f"{lookback}/{pred_len}, {paths} paths: fp32 {medians['fp32']:.2f} s, {p} {medians[p]:.2f} s "
+                f"({medians['fp32'] / medians[p]:.2f}x; runs {', '.join(f'{r:.2f}' for r in runs[p])} / fp32 "
+                f"{', '.join(f'{r:.2f}' for r in runs['fp32'])}); leading steps equal to fp32 {leading} of {pred_len}",
+                flush=True,
+            )
+    print("\n| case | precision | fp32 s | s | speed-up | leading steps equal to fp32 (mean over paths) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for case, p, base, s, leading, pred_len in rows:
+        print(f"| {case} | {p} | {base:.2f} | {s:.2f} | {base / s:.2f}x | {leading} of {pred_len} |")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from decode import eurusd, series_from
 
 from model import KronosPredictor
 from model.checkpoints.bundled import bundled_model_path, bundled_tokenizer_path
-from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
 from model.nn.predictor import Kronos
+from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
 from model.nn.tokenizer import KronosTokenizer
 
 CASES = [(400, 120), (512, 60), (512, 120)]  # lookback, pred_len

@@ -323,8 +323,8 @@ def ceiling_lines() -> list[str]:
     import torch
     from ceiling import measure, report
 
-    from model.nn.synthetic import random_pair
     from model.decoding.pipeline import KronosPredictor
+    from model.nn.synthetic import random_pair
 
     model, tokenizer = random_pair(KRONOS_SMALL, TOKENIZER_BASE, seed=0)
     predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=512)

@@ -46,7 +46,6 @@ from torch import Tensor
 
 from ..nn.inference import InferenceWeights
 from ..nn.kv_cache import KVSlab, aligned
-from ..nn.precision import compute_dtype
 from .engine_rows import DECODE, PREFILL, EngineSeries, PrefillWindow, StepReport, row_params
 from .forecast import Forecast, SeriesInput, finish_forecast
 from .generation import SeriesTokens
@@ -76,7 +75,7 @@ class DecodeEngine:
                 width=self.window,
                 layers=[(attn.n_heads, attn.head_dim)] * len(self.model.transformer),
                 dep=(dep.n_heads, dep.head_dim),
-                dtype=compute_dtype(predictor.precision),
+                dtype=torch.float32,  # at every precision: attention runs in float32 (nn/attention.py)
                 device=self.device,
             )
             # The newest token of each decode row, fed at the next step.

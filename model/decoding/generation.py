@@ -142,9 +142,7 @@ def generate_cached(
         x = net.embed(tok1[prefill_rows, :width], tok2[prefill_rows, :width], stamps[prefill_rows, :width])
         expand = torch.as_tensor(repeats[fits], device=device)
         capacity = width + int(pred_lens[cached_rows].max())
-        cache = model.new_cache(
-            rows=len(cached_rows), capacity=capacity, lengths=cur[cached_rows], expand=expand, dtype=net.dtype
-        )
+        cache = model.new_cache(rows=len(cached_rows), capacity=capacity, lengths=cur[cached_rows], expand=expand)
         h = net.trunk(x, cache)
         keys, values = net.dep_keys_values(h)
         h_last = h[torch.arange(len(fits), device=device), torch.as_tensor(lengths - 1, device=device)]

@@ -15,6 +15,10 @@ split query rows into blocks by the call's size. So, on a CPU:
   query row meets depend only on its own position, never on where its chunk starts or ends.
 
 Elsewhere (GPU) one causal kernel call, unchecked.
+
+Attention runs in float32 at every precision (bf16 and int8 keep their key/value cache in float32):
+the products above keep their bits only in float32, and PyTorch's bf16 batched products copy
+strided cache slices first.
 """
 
 from __future__ import annotations
@@ -30,10 +34,14 @@ def attend_cached(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) 
     """One pre-scaled query per row (R, H, 1, hd) over (R, H, C, hd) keys/values; ``mask`` (R or 1, 1, 1, C)
     is True where a row sees a column. Two batched products around a softmax: PyTorch's fused kernel gives
     a row other bits when C changes, even by whole multiples of KEY_ALIGN; these do not."""
-    scores = torch.matmul(q, keys.transpose(-1, -2))
+    scores = torch.matmul(f32(q), keys.transpose(-1, -2))
     if mask is not None:
         scores.masked_fill_(~mask, float("-inf"))
     return torch.matmul(torch.softmax(scores, dim=-1), values)
+
+
+def f32(t: Tensor) -> Tensor:
+    return t if t.dtype == torch.float32 else t.float()
 
 
 def padded_columns(t: Tensor, columns: int) -> Tensor:
@@ -48,6 +56,7 @@ def causal_blocks(q: Tensor, keys: Tensor, values: Tensor, start: int) -> Tensor
     reach the end of the last query block: ``block_end(start + n)``."""
     n = q.shape[2]
     end = start + n
+    q, keys, values = f32(q), f32(keys), f32(values)
     if q.device.type != "cpu":
         mask = None if start == 0 else torch.ones(n, end, dtype=torch.bool, device=q.device).tril(diagonal=start)
         return F.scaled_dot_product_attention(

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import attend_cached, block_end, causal_blocks, padded_columns
+from .attention import attend_cached, block_end, causal_blocks, f32, padded_columns
 from .kernels import Product
 from .kv_cache import KVCache
 from .layers import RotaryEmbedding, apply_rotary
@@ -178,6 +178,7 @@ class InferenceWeights:
             v = qkv[:, :, 2].transpose(1, 2)
             if cache is not None:
                 cache.layers[i].prefill(k, v)
+            k, v = f32(k), f32(v)  # attention runs in float32 (attention.py)
             o = causal_blocks(q, padded_columns(k, block_end(n)), padded_columns(v, block_end(n)), 0)
             x = self._attn_out_ffn(blk, x, o.transpose(1, 2).reshape(b * n, d), bulk=True)
         return _rms(x, self.norm_eps, self.norm_weight).view(b, n, d)
@@ -234,7 +235,7 @@ class InferenceWeights:
     def dep_keys_values(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """The dependency layer's keys and values (B, 4, L, hd) of the hidden states h (B, L, d)."""
         b, n, d = h.shape
-        kv = self.dep_kv(h.reshape(b * n, d), bulk=True)
+        kv = f32(self.dep_kv(h.reshape(b * n, d), bulk=True))  # attention runs in float32 (attention.py)
         kv = kv.view(b, n, 2, self.dep_heads, self.dep_head_dim).permute(2, 0, 3, 1, 4)
         return kv[0], kv[1]
 
@@ -243,7 +244,7 @@ class InferenceWeights:
         (R, 4, 1, hd) each, as ``s1_logits`` and ``dep_keys_values`` give them."""
         r, d = h.shape
         out = self.step_heads_product(h)
-        kv = out[:, : 2 * d].view(r, 2, self.dep_heads, 1, self.dep_head_dim)
+        kv = f32(out[:, : 2 * d]).view(r, 2, self.dep_heads, 1, self.dep_head_dim)
         return out[:, 2 * d :], kv[:, 0], kv[:, 1]
 
     def s2_logits(self, h_last: Tensor, s1: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -13,9 +13,9 @@ on this machine), so a row's logits changed in their last bits with its batch ma
   fast as the plain product or faster at every count (benchmarks/README.md); on shapes where it does
   not pass (small ones, e.g. 32-wide), oneDNN's prepacked product (``mkldnn._linear_pointwise``),
   which passed at every shape measured.
-- bf16 on a CPU: oneDNN's prepacked bf16 product (AMX / AVX512-BF16), always on tiles of exactly
-  ``TILE`` rows (the last one padded): oneDNN's kernels change blocking with the row count above 32,
-  and a 32-row AMX product costs about what a 1-row one does.
+- bf16 on a CPU: oneDNN's prepacked bf16 product (AMX / AVX512-BF16), on at most ``TILE`` rows a
+  call: oneDNN's kernels give a row the same bits at every row count up to 32 and change blocking
+  above (measured), and a 32-row AMX product costs about what a 1-row one does.
 - int8 on a CPU: decode steps (a few rows) run ``torch._weight_int8pack_mm`` (int8 weights, one scale
   per output channel, bf16 activations; it passes the check at every row count); prefills and window
   recomputations (hundreds of rows, where that kernel is 10-20x slower than AMX) run the same
@@ -100,19 +100,14 @@ class Product:
 
     def _tiled(self, x: Tensor) -> Tensor:
         rows = x.shape[0]
-        padded = -(-rows // TILE) * TILE
-        if padded != rows:
-            x = torch.cat((x, x.new_zeros(padded - rows, x.shape[1])))
-        if padded == TILE:
-            out = torch.ops.mkldnn._linear_pointwise(x, self.w, self.bias, "none", [], "")
-        else:
-            out = torch.cat(
-                [
-                    torch.ops.mkldnn._linear_pointwise(x[i : i + TILE], self.w, self.bias, "none", [], "")
-                    for i in range(0, padded, TILE)
-                ]
-            )
-        return out[:rows] if padded != rows else out
+        if rows <= TILE:
+            return torch.ops.mkldnn._linear_pointwise(x, self.w, self.bias, "none", [], "")
+        return torch.cat(
+            [
+                torch.ops.mkldnn._linear_pointwise(x[i : i + TILE], self.w, self.bias, "none", [], "")
+                for i in range(0, rows, TILE)
+            ]
+        )
 
 
 def _has_mkl() -> bool:

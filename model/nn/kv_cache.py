@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-KEY_ALIGN = 32
+KEY_ALIGN = 16
 MIN_KEYS = 64  # with head_dim >= 7: past PyTorch's 400 multiply-adds for MKL's batched product
 QUERY_BLOCK = 64  # a prefill's query rows per attention call (model.nn.attention); a multiple of KEY_ALIGN
 
@@ -52,6 +52,7 @@ class LayerCache:
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Write one step's keys/values (R, H, 1, hd); return the keys, values and mask to attend over."""
         step = self.owner.step
+        k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # a bf16 model's new token into its float32 cache
         if step.uniform is not None:
             self.k[:, :, step.uniform] = k[:, :, 0]
             self.v[:, :, step.uniform] = v[:, :, 0]

@@ -1,9 +1,9 @@
 """The arithmetic a model runs in: ``fp32`` (exact, the default), or opt-in ``bf16`` / ``int8``.
 
 - ``fp32``: the reference's arithmetic; forecasts equal the reference's up to float32 rounding.
-- ``bf16``: the prepared weights, the activations and the key/value cache in bfloat16. On a CPU this
-  needs AVX512-BF16 or AMX (oneDNN's bf16 kernels); elsewhere bf16 is emulated and many times slower
-  than fp32, so it is refused.
+- ``bf16``: the prepared weights and the activations in bfloat16 (attention and its key/value cache
+  stay float32: see ``attention.py``). On a CPU this needs AVX512-BF16 or AMX (oneDNN's bf16
+  kernels); elsewhere bf16 is emulated and many times slower than fp32, so it is refused.
 - ``int8``: bf16 activations, and each weight stored as int8 with one float scale per output channel
   (weight-only quantization); decode steps run PyTorch's int8 weight-only product
   (``torch._weight_int8pack_mm``, what torchao's int8 weight-only mode runs on a CPU). CPU only.
@@ -15,10 +15,12 @@ forecast quality, measured.
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import PrecisionError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the service reads PRECISIONS without it
+    import torch
 
 PRECISIONS = ("fp32", "bf16", "int8")
 DEFAULT_PRECISION = "fp32"
@@ -26,6 +28,8 @@ DEFAULT_PRECISION = "fp32"
 
 def check_precision(precision: str, device: torch.device | str = "cpu") -> str:
     """``precision`` if this machine runs it at speed on ``device``, else ``PrecisionError`` saying why."""
+    import torch
+
     if precision not in PRECISIONS:
         raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32":
@@ -46,12 +50,16 @@ def check_precision(precision: str, device: torch.device | str = "cpu") -> str:
 
 
 def compute_dtype(precision: str) -> torch.dtype:
-    """The dtype of the activations and the key/value cache."""
+    """The dtype of the prepared weights' products and of the activations between them."""
+    import torch
+
     return torch.float32 if precision == "fp32" else torch.bfloat16
 
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU has bf16 arithmetic in hardware (AVX512-BF16 or AMX-BF16)."""
+    import torch
+
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     if probe is not None and probe():
         return True

@@ -124,9 +124,7 @@ class Kronos(PretrainedMixin, nn.Module):
         (The cached decoder's trunk is ``model.inference.InferenceWeights.trunk``.)"""
         return self.norm(causal_stack(self.transformer, x))
 
-    def new_cache(
-        self, rows: int, capacity: int, lengths, expand: Tensor | int = 1, dtype: torch.dtype | None = None
-    ) -> KVCache:
+    def new_cache(self, rows: int, capacity: int, lengths, expand: Tensor | int = 1) -> KVCache:
         p = next(self.parameters())
         attn = self.transformer[0].self_attn if len(self.transformer) else None
         layer_shape = (attn.n_heads, attn.head_dim) if attn is not None else (1, 1)
@@ -138,7 +136,7 @@ class Kronos(PretrainedMixin, nn.Module):
             dep=(dep.n_heads, dep.head_dim),
             lengths=lengths,
             expand=expand,
-            dtype=p.dtype if dtype is None else dtype,
+            dtype=p.dtype,
             device=p.device,
         )
 

@@ -156,5 +156,6 @@ def describe(service: ForecastService, default: bool) -> dict[str, Any]:
         "tokenizer_revision": info.tokenizer_revision if info else spec.tokenizer_revision,
         "parameters": info.parameters if info else None,
         "max_context": spec.max_context,
+        "precision": spec.precision,
         "device": service.device,
     }

@@ -1,5 +1,6 @@
-"""Which models one instance serves: ``KRONOS_MODELS`` (``name=source[@revision]`` pairs), or the one
-model of ``KRONOS_MODEL_PATH``, each with its tokenizer and context length.
+"""Which models one instance serves: ``KRONOS_MODELS`` (``name=source[@revision][#precision]`` pairs), or
+the one model of ``KRONOS_MODEL_PATH``, each with its tokenizer, context length and precision (an entry's
+``#fp32`` / ``#bf16`` / ``#int8``, else ``KRONOS_PRECISION``).
 
 A source is a checkpoint folder, ``bundled`` (the shipped kronos-demo) or a hub id (``model/checkpoints/hub.py``).
 Without ``KRONOS_TOKENIZER_PATH`` a model's tokenizer is ``<folder>/tokenizer`` or the official pairing;
@@ -16,6 +17,7 @@ from typing import Any
 
 from model.checkpoints.hub import BUNDLED, default_context, default_tokenizer, is_hub_id
 from model.errors import KronosError
+from model.nn.precision import PRECISIONS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -30,6 +32,7 @@ class ModelSpec:
     tokenizer: str | None = None  # None: the default tokenizer of ``source``
     tokenizer_revision: str | None = None
     max_context: int = 512
+    precision: str = "fp32"  # model.nn.precision: fp32 (exact), bf16, int8
 
 
 def _name_of(source: str) -> str:
@@ -41,8 +44,11 @@ def _name_of(source: str) -> str:
     return Path(source).expanduser().resolve().name if not is_hub_id(source) else source.rsplit("/", 1)[-1]
 
 
-def _parse_entry(entry: str) -> tuple[str, str, str | None]:
+def _parse_entry(entry: str) -> tuple[str, str, str | None, str | None]:
     name, sep, source = (part.strip() for part in entry.partition("="))
+    source, hashed, precision = (part.strip() for part in source.partition("#"))
+    if hashed and precision.lower() not in PRECISIONS:
+        raise ValueError(f"KRONOS_MODELS: {entry!r}: the precision after # must be one of {', '.join(PRECISIONS)}")
     if not sep or not name or not source:
         raise ValueError(f"KRONOS_MODELS: {entry!r} is not name=source (e.g. small=NeoQuasar/Kronos-small)")
     if not _NAME.match(name):
@@ -56,7 +62,7 @@ def _parse_entry(entry: str) -> tuple[str, str, str | None]:
         source, revision = head, tail.strip() or None
     if source != BUNDLED and not is_hub_id(source) and not Path(source).expanduser().is_dir():
         raise ValueError(f"KRONOS_MODELS: {name}={source}: neither a checkpoint folder, 'bundled' nor a hub id")
-    return name, source, revision
+    return name, source, revision, precision.lower() if hashed else None
 
 
 def model_specs(settings: Any) -> tuple[list[ModelSpec], str]:
@@ -77,19 +83,21 @@ def model_specs(settings: Any) -> tuple[list[ModelSpec], str]:
                 tokenizer,
                 settings.tokenizer_revision,
                 context(source),
+                settings.precision,
             )
         ]
     else:
         specs = []
         for entry in settings.models:
-            name, source, revision = _parse_entry(entry)
+            name, source, revision, precision = _parse_entry(entry)
             if any(spec.name == name for spec in specs):
                 raise ValueError(f"KRONOS_MODELS: the name {name!r} is given twice")
             try:
                 default_tokenizer(source)
             except KronosError as exc:
                 raise ValueError(f"KRONOS_MODELS: {name}: {exc}") from None
-            specs.append(ModelSpec(name, source, revision, None, None, context(source)))
+            precision = precision or settings.precision
+            specs.append(ModelSpec(name, source, revision, None, None, context(source), precision))
     names = [spec.name for spec in specs]
     default = settings.default_model or names[0]
     if default not in names:

@@ -196,7 +196,9 @@ class ForecastService:
         pair = resolve_pair(spec.source, spec.revision, spec.tokenizer, spec.tokenizer_revision, spec.max_context)
         model = Kronos.from_pretrained(pair.model.folder)
         tokenizer = KronosTokenizer.from_pretrained(pair.tokenizer.folder)
-        predictor = KronosPredictor(model, tokenizer, device=device, max_context=pair.max_context)
+        predictor = KronosPredictor(
+            model, tokenizer, device=device, max_context=pair.max_context, precision=spec.precision
+        )
         loaded = time.perf_counter()
         self._warm_up(predictor)
         rows = self.settings.batch_rows(self.device)
@@ -223,6 +225,7 @@ class ForecastService:
             path=str(pair.model.folder),
             tokenizer_path=str(pair.tokenizer.folder),
             max_context=pair.max_context,
+            precision=predictor.precision,
             source=spec.source,
             revision=pair.model.revision,
             tokenizer_source=pair.tokenizer.source,

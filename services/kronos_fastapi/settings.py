@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         "refuse",
         description="when DEVICE is absent: 'refuse' (stay not-ready, readyz 503) or 'cpu' (serve on CPU, warn)",
     )
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        "fp32",
+        description="arithmetic of the models that name none (KRONOS_MODELS name=source#precision): fp32 (exact), or "
+        "opt-in bf16 / int8 (faster where the CPU has AVX512-BF16 or AMX; not the reference's numbers)",
+    )
     model_path: Path = Field(default_factory=bundled_model_path, description="predictor checkpoint folder")
     tokenizer_path: Path | None = Field(None, description="tokenizer checkpoint folder (default: MODEL_PATH/tokenizer)")
     max_context: int = Field(512, ge=2, le=8192, description="tokens the model sees; older rows are dropped")
@@ -87,8 +92,8 @@ class Settings(BaseSettings):
     tokenizer_revision: str | None = Field(None, description="commit, branch or tag of a hub TOKENIZER_PATH")
     models: CommaList = Field(
         default_factory=list,
-        description="several models: name=source[@revision] pairs, comma-separated; source is a folder, a hub id "
-        "or 'bundled' (set: MODEL_PATH and TOKENIZER_PATH are not used)",
+        description="several models: name=source[@revision][#precision] pairs, comma-separated; source is a folder, "
+        "a hub id or 'bundled' (set: MODEL_PATH and TOKENIZER_PATH are not used)",
     )
     default_model: str | None = Field(None, description="the model of requests that name none (default: the first)")
     model_load_timeout_s: float = Field(
@@ -212,7 +217,7 @@ class Settings(BaseSettings):
         except DeviceError as exc:
             raise ValueError(str(exc)) from None
 
-    @field_validator("device_fallback", mode="before")
+    @field_validator("device_fallback", "precision", mode="before")
     @classmethod
     def _fallback(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -17,6 +17,7 @@ from model.nn import kernels
 from model.nn.config import PredictorConfig
 from model.nn.inference import InferenceWeights
 from model.nn.kv_cache import KVSlab
+from model.nn.precision import cpu_has_bf16
 from model.nn.predictor import Kronos
 
 # Kronos-small's products (d_model 512, ff 1024, 10-bit heads) in two layers, and the conformance model's shape.
@@ -27,11 +28,23 @@ SHAPES = {
 ROWS = (1, 2, 3, 8, 17, 33, 64, 129)
 
 
-@pytest.fixture(scope="module", params=list(SHAPES))
+NETS = [
+    ("small-shaped", "fp32"),
+    ("tiny", "fp32"),
+    ("small-shaped", "bf16"),
+    ("small-shaped", "int8"),
+    ("tiny", "bf16"),
+]
+
+
+@pytest.fixture(scope="module", params=NETS, ids=["-".join(n) for n in NETS])
 def net(request):
+    shape, precision = request.param
+    if precision != "fp32" and not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 arithmetic")
     torch.manual_seed(0)
-    model = Kronos(SHAPES[request.param]).eval()
-    return model, InferenceWeights.of(model)
+    model = Kronos(SHAPES[shape]).eval()
+    return model, InferenceWeights.of(model, precision)
 
 
 def _products(net: InferenceWeights) -> list[kernels.Product]:
@@ -46,9 +59,10 @@ def test_every_product_gives_a_row_the_same_bits_alone_and_among_few_or_many(net
     g = torch.Generator().manual_seed(3)
     for product in _products(net):
         x = torch.randn(max(ROWS), product.shape[0], generator=g)
-        alone = torch.cat([product(x[i : i + 1]) for i in range(max(ROWS))])
-        for rows in ROWS:
-            assert torch.equal(product(x[:rows]), alone[:rows]), (product.kind, product.shape, rows)
+        for bulk in (False, True):  # a decode step's rows, a prefill's
+            alone = torch.cat([product(x[i : i + 1], bulk=bulk) for i in range(max(ROWS))])
+            for rows in ROWS:
+                assert torch.equal(product(x[:rows], bulk=bulk), alone[:rows]), (product.kind, product.shape, rows)
 
 
 def _tokens(cfg: PredictorConfig, rows: int, length: int, seed: int = 1):

@@ -93,6 +93,7 @@ def _served(service: ForecastService, started: float) -> dict[str, Any]:
         "model": service.model.version if service.model else "",
         "model_name": service.name,
         "model_revision": service.model.revision if service.model else None,
+        "precision": service.spec.precision,
         "instance": service.settings.instance_name,
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
     }

@@ -64,6 +64,7 @@ class ServedBy(BaseModel):
     model: str = Field(description="model version: hub id @ commit, or checkpoint folder @ weights digest")
     model_name: str | None = Field(None, description="the served model's name (GET /v1/models)")
     model_revision: str | None = Field(None, description="the hub commit of its weights (null for a local folder)")
+    precision: str = Field("fp32", description="the model's arithmetic: fp32 (exact), bf16 or int8")
     instance: str
     elapsed_ms: float
 

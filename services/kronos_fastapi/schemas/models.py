@@ -21,6 +21,7 @@ class ModelInfo(BaseModel):
     path: str
     tokenizer_path: str
     max_context: int
+    precision: str = Field("fp32", description="fp32 (exact, the reference's arithmetic), bf16 or int8")
     parameters: int
     load_seconds: float
     warmup_seconds: float
@@ -44,6 +45,7 @@ class ServedModel(BaseModel):
     tokenizer_revision: str | None = None
     parameters: int | None = None
     max_context: int
+    precision: str = Field("fp32", description="fp32 (exact, the reference's arithmetic), bf16 or int8")
     device: str | None = None
 
 
