@@ -2,11 +2,16 @@
 
     python benchmarks/ceiling.py                 # Kronos-small shape, 100/20, 8 and 32 concurrent series
     python benchmarks/ceiling.py --lookback 400 --pred-len 120
+    python benchmarks/ceiling.py --precision bf16   # the same with opt-in bf16 (KronosPredictor(precision=))
 
 A forecast served alone costs ``alone`` (the request-level path with one series: what the ``off``
-mode of ``benchmarks/serve.py`` runs per request). Batching shares only its decode steps: each step
-costs about the same for one row as for several while the machine is bound by reading the weights.
-The rest is paid once per series however many run beside it:
+mode of ``benchmarks/serve.py`` runs per request). Batching shares only its decode steps, and a step
+of N rows costs more than a step of one, measured here (``step``): on a 2-core CPU an 8-row fp32 step
+is about 2x a 1-row one and a 32-row step about 5x. What grows with the rows: the products (a
+1-row product is bound by reading the weights, an 8-row one already half by arithmetic), attention
+(every row reads its own keys and values: at 32 rows of ~130 keys that is more bytes than the
+weights), and sampling (a sort of the vocabulary per row). The rest is paid once per series however
+many run beside it:
 
 - admit: the input checked and turned into model features, and the tokenizer's encoder pass;
 - prefill: the predictor over the whole context, which is compute-bound already for one series
@@ -122,12 +127,16 @@ def main() -> None:
     parser.add_argument("--pred-len", type=int, default=20)
     parser.add_argument("--clients", default="8,32", help="series decoding together, comma-separated")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
     args = parser.parse_args()
     model, tokenizer = random_pair(KRONOS_SMALL, TOKENIZER_BASE, seed=0)
-    predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=512)
+    predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=512, precision=args.precision)
     with torch.inference_mode():
         parts = measure(predictor, args.lookback, args.pred_len, [int(n) for n in args.clients.split(",")], args.reps)
-    print(f"Kronos-small shape, random weights, {args.lookback}/{args.pred_len}, {torch.get_num_threads()} threads")
+    print(
+        f"Kronos-small shape, random weights, {args.lookback}/{args.pred_len}, {torch.get_num_threads()} threads, "
+        f"{args.precision}"
+    )
     print("\n".join(report(parts, args.pred_len)))
 
 

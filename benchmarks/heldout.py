@@ -22,11 +22,14 @@ sample paths. Scored on the close at every horizon h = 1..pred_len, in % of the 
 ``--grid T:TOP_P ...`` scores several sampling settings on the same origins (the table the
 service's defaults for ``quantiles`` requests follow). ``--window exact rolling`` with a
 ``--max-context`` below lookback + pred_len scores the reference's sliding window against the rolling
-cache (``SeriesInput.window``) on the same origins and seeds. Run::
+cache (``SeriesInput.window``) on the same origins and seeds. ``--precision fp32 bf16 int8`` scores
+reduced precision (``KronosPredictor(precision=)``) on the same origins and seeds, and ``--seeds 0 1000``
+scores more seeds, so that fp32's own seed-to-seed spread stands beside the precisions' differences. Run::
 
     python benchmarks/forecast_quality.py --heldout                          # the model card's table
     python benchmarks/heldout.py --grid 1.0:1.0 1.0:0.9 1.3:1.0 1.6:1.0      # band calibration
     python benchmarks/heldout.py --max-context 128 --window exact rolling    # what rolling costs in quality
+    python benchmarks/heldout.py --precision fp32 bf16 int8 --seeds 0 1000     # what bf16 / int8 cost
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ def score_series(
     top_p: float,
     args: argparse.Namespace,
     window: str = "exact",
+    seed: int = 0,
 ) -> Tally:
     tally = Tally(args.pred_len)
     ts = origins(len(s), args.lookback, args.pred_len, args.windows)
@@ -143,7 +147,7 @@ def score_series(
                 temperature=temperature,
                 top_p=top_p,
                 sample_count=args.samples,
-                seed=args.seed + t,
+                seed=seed + t,
                 window=window,
             )
             for t in chunk
@@ -173,10 +177,11 @@ def evaluate(
     top_p: float,
     args,
     window: str = "exact",
+    seed: int = 0,
 ) -> dict:
     pooled, rows = Tally(args.pred_len), {}
     for s in series:
-        tally = score_series(predictor, s, temperature, top_p, args, window)
+        tally = score_series(predictor, s, temperature, top_p, args, window, seed)
         rows[Path(s.name).stem] = tally.summary()
         pooled.extend(tally)
     rows["all"] = pooled.summary()
@@ -205,18 +210,28 @@ def markdown(rows: dict) -> str:
     return "\n".join(lines)
 
 
+def _fields(key: str) -> list[str]:
+    """T, top_p, window, precision, seed of a grid key ("T:top_p[:window][:precision][:seed N]")."""
+    t, p, *rest = key.split(":")
+    window = next((x for x in rest if x in ("exact", "rolling")), "exact")
+    precision = next((x for x in rest if x in ("fp32", "bf16", "int8")), "fp32")
+    seed = next((x.removeprefix("seed ") for x in rest if x.startswith("seed ")), "")
+    return [t, p, window, precision, seed]
+
+
 def grid_markdown(grid: dict) -> str:
     lines = [
-        "| T | top_p | window | MAE / last | CRPS % kronos | CRPS % last | 10-90% cov. kronos | cov. at h=1 "
-        "| cov. at last h |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| T | top_p | window | precision | seed | MAE % kronos | MAE / last | dir. acc. | CRPS % kronos | CRPS % last "
+        "| 10-90% cov. kronos | cov. at h=1 | cov. at last h |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, rows in grid.items():
         r = rows["all"]
-        t, p, window = (key.split(":") + ["exact"])[:3]
+        t, p, window, precision, seed = _fields(key)
         by_h = r["coverage_kronos_by_h"]
         lines.append(
-            f"| {t} | {p} | {window} | {r['mae_ratio_last']:.3f} | {r['crps_pct_kronos']:.2f} | "
+            f"| {t} | {p} | {window} | {precision} | {seed} | {r['mae_pct_kronos']:.3f} | "
+            f"{r['mae_ratio_last']:.3f} | {_pct(r['dir_acc_kronos'])} | {r['crps_pct_kronos']:.3f} | "
             f"{r['crps_pct_last']:.2f} | "
             f"{_pct(r['coverage_kronos'])} | {_pct(by_h[0])} | {_pct(by_h[-1])} |"
         )
@@ -247,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="exact and/or rolling (same origins)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds (default: --seed)")
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "int8"], help="arithmetic(s) to score"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser
@@ -260,23 +279,31 @@ def main(argv: list[str] | None = None) -> int:
     model = Kronos.from_pretrained(args.model)
     tokenizer = KronosTokenizer.from_pretrained(args.tokenizer or Path(args.model) / "tokenizer")
     context = args.max_context or args.lookback + args.pred_len
-    predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=context)
+    predictors = {
+        precision: KronosPredictor(model, tokenizer, device="cpu", max_context=context, precision=precision)
+        for precision in args.precision
+    }
     began = time.perf_counter()
     settings = [tuple(map(float, g.split(":"))) for g in args.grid] if args.grid else [(args.temperature, args.top_p)]
+    seeds = args.seeds or [args.seed]
     grid, seconds = {}, {}
     for t, p in settings:
         for window in args.window:
-            key = f"{t:g}:{p:g}" + ("" if window == "exact" else f":{window}")
-            started = time.perf_counter()
-            grid[key] = evaluate(predictor, series, t, p, args, window)
-            seconds[key] = time.perf_counter() - started
-            print(f"T {t:g}, top_p {p:g}, window {window}: {seconds[key]:.0f} s", file=sys.stderr, flush=True)
+            for precision, predictor in predictors.items():
+                for seed in seeds:
+                    key = f"{t:g}:{p:g}" + ("" if window == "exact" else f":{window}")
+                    key += ("" if precision == "fp32" else f":{precision}") + ("" if seeds == [0] else f":seed {seed}")
+                    started = time.perf_counter()
+                    grid[key] = evaluate(predictor, series, t, p, args, window, seed)
+                    seconds[key] = time.perf_counter() - started
+                    print(f"{key}: {seconds[key]:.0f} s", file=sys.stderr, flush=True)
     results = {"settings": {k: v for k, v in vars(args).items() if k not in ("csv", "json")}, "grid": grid}
     results["seconds"] = time.perf_counter() - began
     results["seconds_by_setting"] = seconds
     for key, rows in grid.items():
-        t, p, window = (key.split(":") + ["exact"])[:3]
-        print(f"T {t}, top_p {p}, window {window} ({seconds[key]:.0f} s):\n{markdown(rows)}\n")
+        t, p, window, precision, seed = _fields(key)
+        label = f"T {t}, top_p {p}, window {window}" + ("" if precision == "fp32" else f", {precision}")
+        print(f"{label}{'' if not seed else f', seed {seed}'} ({seconds[key]:.0f} s):\n{markdown(rows)}\n")
     if len(grid) > 1:
         print(grid_markdown(grid) + "\n")
     names = ", ".join(Path(s.name).stem for s in series)

@@ -245,12 +245,15 @@ def measure(server: Server, frames: dict[str, list[bytes]], cases: list[Case]) -
 
 
 def run_mode(mode: str, model_path: Path, args, frames: dict[str, list[bytes]], logs: Path) -> list[Case]:
-    env = {"KRONOS_RATE_LIMIT_PER_MINUTE": "0", "KRONOS_LOG_LEVEL": "WARNING", **MODES[mode]}
+    batching, _, precision = mode.partition(":")  # e.g. step:bf16 (KRONOS_PRECISION)
+    env = {"KRONOS_RATE_LIMIT_PER_MINUTE": "0", "KRONOS_LOG_LEVEL": "WARNING", **MODES[batching]}
+    if precision:
+        env["KRONOS_PRECISION"] = precision
     if model_path is not None:
         env["KRONOS_MODEL_PATH"] = str(model_path)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    server = Server(env, logs / f"server-{mode}.log")
+    server = Server(env, logs / f"server-{mode.replace(':', '-')}.log")
     cases = []
     try:
         server.wait_ready()
@@ -284,7 +287,7 @@ def table(cases: list[Case]) -> str:
     for size, (lookback, pred_len) in SIZES.items():
         for clients in sorted({c.clients for c in cases if c.size == size and not c.mix}):
             off = by_key.get((size, clients, "off"))
-            for mode in MODES:
+            for mode in dict.fromkeys(c.mode for c in cases):
                 c = by_key.get((size, clients, mode))
                 if c is None:
                     continue
@@ -303,7 +306,7 @@ def mixed_table(cases: list[Case]) -> str:
         "alone / mixed | 400/120 mixed p50 / p95 s | 400/120 req/s | 5xx |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for mode in MODES:
+    for mode in dict.fromkeys(c.mode for c in cases):
         got = {(c.size, c.mix): c for c in cases if c.mode == mode and c.mix}
         if len(got) < 3:
             continue
@@ -341,7 +344,9 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32", help="concurrent clients per 100/20 case, comma-separated")
     parser.add_argument("--large-clients", default="1,8", help="concurrent clients per 400/120 case")
     parser.add_argument("--sizes", default="small,large", help="request sizes: small (100/20), large (400/120)")
-    parser.add_argument("--modes", default="step,request,off", help="any of step, request, off")
+    parser.add_argument(
+        "--modes", default="step,request,off", help="any of step, request, off, each optionally :bf16 or :int8"
+    )
     parser.add_argument("--no-mixed", dest="mixed", action="store_false", help="skip the mixed-load case")
     parser.add_argument("--small-seconds", type=float, help="seconds per case, lookback 100 (default 20; quick 3)")
     parser.add_argument("--large-seconds", type=float, help="seconds per case, lookback 400 (default 40; quick 6)")
@@ -390,7 +395,7 @@ def main() -> None:
     small = {(c.clients, c.mode): c for c in cases if c.size == "small" and not c.mix}
     large = {(c.clients, c.mode): c for c in cases if c.size == "large" and not c.mix}
     print()
-    for mode in ("step", "request"):
+    for mode in [m for m in args.modes if m != "off"]:
         if (8, mode) in small and (8, "off") in small and small[8, "off"].per_second:
             ratio = small[8, mode].per_second / small[8, "off"].per_second
             print(f"100/20, 8 clients, {mode}-level: {ratio:.1f}x the unbatched throughput (goal: >= 3x)")

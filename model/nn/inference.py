@@ -221,8 +221,13 @@ class InferenceWeights:
         for i, blk in enumerate(self.blocks):
             qkv = blk.qkv(_rms(x, blk.eps1)).view(r, 3, self.n_heads, self.head_dim)
             if cos_sin is None or not self.shared_rotary:
-                cos_sin = self._rotary(blk.rotary.at(step.positions, step.end))  # (R, 1, 1, hd)
-            qk = apply_rotary(qkv[:, :2], *cos_sin)  # (R, 2, H, hd)
+                cos, sin = self._rotary(blk.rotary.at(step.positions, step.end))  # (R, 1, 1, hd)
+                half = sin.shape[-1] // 2
+                # rotate_half(x) * sin == roll(x, half) * (sin with its first half negated), bit for bit
+                cos_sin = (cos, torch.cat((-sin[..., :half], sin[..., half:]), dim=-1), half)
+            cos, signed_sin, half = cos_sin
+            qk = qkv[:, :2]
+            qk = qk * cos + qk.roll(half, dims=-1) * signed_sin  # apply_rotary, in fewer ops (R, 2, H, hd)
             keys, values, mask = cache.layers[i].append(qk[:, 1].unsqueeze(2), qkv[:, 2].unsqueeze(2))
             o = attend_cached(qk[:, 0].unsqueeze(2), keys, values, mask).view(r, d)
             x = self._attn_out_ffn(blk, x, o)

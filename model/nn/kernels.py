@@ -82,7 +82,7 @@ class Product:
     def __call__(self, x: Tensor, residual: Tensor | None = None, *, bulk: bool = False) -> Tensor:
         if bulk and self.bulk_product is not None:
             return self.bulk_product(x, residual)
-        out = self._product(x.to(self.dtype))
+        out = self._product(x if x.dtype == self.dtype else x.to(self.dtype))
         return out if residual is None else out.add_(residual)
 
     def _product(self, x: Tensor) -> Tensor:

@@ -52,7 +52,8 @@ class LayerCache:
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Write one step's keys/values (R, H, 1, hd); return the keys, values and mask to attend over."""
         step = self.owner.step
-        k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # a bf16 model's new token into its float32 cache
+        if k.dtype != self.k.dtype:  # a bf16 model's new token into its float32 cache
+            k, v = k.to(self.k.dtype), v.to(self.v.dtype)
         if step.uniform is not None:
             self.k[:, :, step.uniform] = k[:, :, 0]
             self.v[:, :, step.uniform] = v[:, :, 0]

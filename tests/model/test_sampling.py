@@ -65,3 +65,21 @@ def test_per_row_settings():
     temperature, top_k, top_p = torch.tensor([1.0, 1.0, 1.0]), torch.tensor([1, 0, 2]), torch.tensor([1.0, 1.0, 1.0])
     ids = sample(logits, temperature, top_k, top_p, torch.tensor([0.999, 0.999, 0.999]))
     assert ids.tolist() == [1, 0, 2]  # greedy; the least probable of all three; the second of the best two
+
+
+def test_the_fast_descending_order_is_torch_sorts_stable_order():
+    """sampling._descending_order (NumPy's vectorized sort of distinct int64 keys on a CPU) gives exactly
+    torch.sort(descending=True, stable=True)'s indices: ties in vocabulary order, -0.0 equal to 0.0, -inf last."""
+    from model.decoding.sampling import _descending_order
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        rows, vocab = int(torch.randint(2, 40, (), generator=g)), int(torch.randint(2, 1100, (), generator=g))
+        x = torch.randn(rows, vocab, generator=g) * 10.0 ** int(torch.randint(-3, 4, (), generator=g))
+        if trial % 3 == 0:
+            x = x.round()  # many ties
+        if trial % 5 == 0:
+            x[0, : vocab // 2] = float("-inf")
+        if trial % 7 == 0:
+            x[:, 0] = -0.0
+        assert torch.equal(_descending_order(x), torch.sort(x, dim=-1, descending=True, stable=True).indices)
