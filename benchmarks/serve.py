@@ -229,7 +229,7 @@ def measure(server: Server, frames: dict[str, list[bytes]], cases: list[Case]) -
     before = server.metrics()
     asyncio.run(drive(server.url, [(frames[c.size], c, SIZES[c.size][1]) for c in cases]))
     after = server.metrics()
-    step_mode = cases[0].mode == "step"
+    step_mode = cases[0].mode.partition(":")[0] == "step"
     name = "kronos_step_rows" if step_mode else "kronos_batch_size"
     count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
     for case in cases:
