@@ -137,36 +137,49 @@ def ordered_ids(ids: pd.Series) -> list:
         return sorted(unique, key=str)
 
 
+def sorted_rows(rows: pd.DataFrame) -> tuple[pd.DatetimeIndex, pd.DataFrame]:
+    """One id's rows in time order (stable), with their parsed timestamps; an InputError when a timestamp
+    cannot be parsed or is missing. Shared by ``predict_df`` and the service's table uploads (jobs)."""
+    try:
+        stamps = pd.DatetimeIndex(pd.to_datetime(rows["timestamps"]))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"timestamps are not parseable ({exc})") from None
+    if stamps.hasnans:
+        raise InputError("a timestamp is missing (NaT)")
+    order = np.argsort(stamps.asi8, kind="stable")
+    return stamps[order], rows.iloc[order]
+
+
+def candle_values(rows: pd.DataFrame, stamps: pd.DatetimeIndex) -> tuple[np.ndarray, list[str]]:
+    """The rows' candles as float64 and their columns (the prices, then volume and amount where the table
+    has them), or an InputError naming a non-numeric column or the first NaN/infinite value."""
+    columns = list(PRICE_COLUMNS)
+    if "volume" in rows.columns and rows["volume"].notna().any():
+        columns.append("volume")
+        if "amount" in rows.columns and rows["amount"].notna().any():
+            columns.append("amount")
+    try:
+        candles = rows[columns].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"price/volume columns must be numeric ({exc})") from None
+    bad = ~np.isfinite(candles)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise InputError(f"column {columns[col]} has a NaN or infinite value at {stamps[row]}")
+    return candles, columns
+
+
 def prepare_series(series_id: Hashable, rows: pd.DataFrame, settings: TableSettings, call_seed: int) -> Prepared:
     """One id's rows → its ``SeriesInput`` (rows sorted by time), or the message of why it cannot be forecast."""
     try:
-        try:
-            stamps = pd.DatetimeIndex(pd.to_datetime(rows["timestamps"]))
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InputError(f"timestamps are not parseable ({exc})") from None
-        if stamps.hasnans:
-            raise InputError("a timestamp is missing (NaT)")
-        order = np.argsort(stamps.asi8, kind="stable")
-        stamps, rows = stamps[order], rows.iloc[order]
+        stamps, rows = sorted_rows(rows)
         if stamps.has_duplicates:
             raise InputError(f"timestamp {stamps[stamps.duplicated()][0]} appears twice")
         if settings.lookback is not None:
             stamps, rows = stamps[-settings.lookback :], rows.iloc[-settings.lookback :]
         if len(rows) < MIN_ROWS:
             raise InputError(f"needs at least {MIN_ROWS} rows, got {len(rows)}")
-        columns = list(PRICE_COLUMNS)
-        if "volume" in rows.columns and rows["volume"].notna().any():
-            columns.append("volume")
-            if "amount" in rows.columns and rows["amount"].notna().any():
-                columns.append("amount")
-        try:
-            candles = rows[columns].to_numpy(dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"price/volume columns must be numeric ({exc})") from None
-        bad = ~np.isfinite(candles)
-        if bad.any():
-            row, col = np.argwhere(bad)[0]
-            raise InputError(f"column {columns[col]} has a NaN or infinite value at {stamps[row]}")
+        candles, columns = candle_values(rows, stamps)
         invalid = invalid_rows(candles)
         if len(invalid):
             row = int(invalid[0])

@@ -22,12 +22,11 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from model.decoding.forecast import PRICE_COLUMNS, SEED_BITS
-from model.decoding.table import TableSettings, check_table, ordered_ids, series_seed
+from model.decoding.forecast import SEED_BITS
+from model.decoding.table import TableSettings, candle_values, check_table, ordered_ids, series_seed, sorted_rows
 from model.errors import InputError
 
 from ..backtesting import parse_backtest
@@ -224,30 +223,11 @@ def shared_settings(kind: str, fields: dict[str, Any], settings: Settings) -> di
 
 def _series_body(rows: pd.DataFrame, shared: dict[str, Any], series_id: Any) -> dict[str, Any]:
     """One id's rows as the body of a single request (rows sorted by time), or an InputError."""
-    try:
-        stamps = pd.DatetimeIndex(pd.to_datetime(rows["timestamps"]))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InputError(f"timestamps are not parseable ({exc})") from None
-    if stamps.hasnans:
-        raise InputError("a timestamp is missing (NaT)")
-    order = np.argsort(stamps.asi8, kind="stable")
-    stamps, rows = stamps[order], rows.iloc[order]
+    stamps, rows = sorted_rows(rows)
     lookback = shared.get("lookback")
     if lookback is not None:
         stamps, rows = stamps[-lookback:], rows.iloc[-lookback:]
-    columns = list(PRICE_COLUMNS)
-    if "volume" in rows.columns and rows["volume"].notna().any():
-        columns.append("volume")
-        if "amount" in rows.columns and rows["amount"].notna().any():
-            columns.append("amount")
-    try:
-        values = rows[columns].to_numpy(dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"price/volume columns must be numeric ({exc})") from None
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise InputError(f"column {columns[col]} has a NaN or infinite value at {stamps[row]}")
+    values, _ = candle_values(rows, stamps)
     body = {k: v for k, v in shared.items() if k != "lookback"}
     body.update(data=values.tolist(), timestamps=[t.isoformat() for t in stamps])
     body["seed"] = series_seed(shared["seed"], series_id)
