@@ -56,6 +56,16 @@ class Claim:
     attempts: int
 
 
+def _held(claim: Claim) -> tuple:
+    """The item of ``claim``, while the claim still holds its lease (nobody took it over since)."""
+    return (
+        items.c.job_id == claim.job_id,
+        items.c.idx == claim.idx,
+        items.c.status == RUNNING,
+        items.c.lease_token == claim.token,
+    )
+
+
 class Leases(JobStore):
     """The store as the worker uses it; ``owner`` is this instance's name (kept with its leases)."""
 
@@ -163,16 +173,7 @@ class Leases(JobStore):
         elif status == FAILED:
             values["error"] = json.dumps(error)
         with self.write.begin() as connection:
-            written = connection.execute(
-                update(items)
-                .where(
-                    items.c.job_id == claim.job_id,
-                    items.c.idx == claim.idx,
-                    items.c.status == RUNNING,
-                    items.c.lease_token == claim.token,
-                )
-                .values(**values)
-            ).rowcount
+            written = connection.execute(update(items).where(*_held(claim)).values(**values)).rowcount
         if written:
             self.finish(claim.job_id)
         return bool(written)
@@ -186,12 +187,7 @@ class Leases(JobStore):
             for claim in claims:
                 connection.execute(
                     update(items)
-                    .where(
-                        items.c.job_id == claim.job_id,
-                        items.c.idx == claim.idx,
-                        items.c.status == RUNNING,
-                        items.c.lease_token == claim.token,
-                    )
+                    .where(*_held(claim))
                     .values(
                         status=QUEUED,
                         lease_token=None,
