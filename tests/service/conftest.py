@@ -36,6 +36,28 @@ GUIDE_BATCH = {
 GUIDE_BATCH_ONE = {"batch": [{"data": [[100, 105, 98, 102]], "pred_len": 10}]}
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """As in the servers (OMP_NUM_THREADS=1): on 2 busy cores, two torch threads run 10-100x slower.
+    A module that runs the model in-process uses it: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    """The bundled demo model as a ``KronosPredictor``, in this process (one per module)."""
+    from model import Kronos, KronosPredictor, KronosTokenizer
+    from model.checkpoints.bundled import bundled_model_path
+
+    path = bundled_model_path()
+    return KronosPredictor(Kronos.from_pretrained(path), KronosTokenizer.from_pretrained(path / "tokenizer"))
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -41,19 +41,7 @@ def series(rows: int = 20, pred_len: int = 6, sample_count: int = 1, seed: int =
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """As in the servers (OMP_NUM_THREADS=1): on 2 busy cores, two torch threads run 10-100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def predictor() -> KronosPredictor:
-    path = bundled_model_path()
-    return KronosPredictor(Kronos.from_pretrained(path), KronosTokenizer.from_pretrained(path / "tokenizer"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: as in the servers
 
 
 def assert_same(batched: Forecast, solo: Forecast) -> None:

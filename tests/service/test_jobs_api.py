@@ -15,8 +15,6 @@ import pytest
 from conftest import LiveApp, assert_error
 from jobs_support import csv_upload, result_lines, table_bodies, wait_job, without_timing
 
-from model import Kronos, KronosPredictor, KronosTokenizer
-from model.checkpoints.bundled import bundled_model_path
 from model.decoding.table import series_seed
 from model.training.corpus import universe_frame
 from services.kronos_fastapi import create_app, load_settings
@@ -86,12 +84,6 @@ def test_a_backtest_job_and_its_windows_table(app):
     windows = pd.read_csv(io.StringIO(app.get(f"/v1/jobs/{job['id']}/results?format=csv").text))
     assert list(windows.columns) == ["id", "window", "origin", "timestamp", "seed", "mae"] and len(windows) == 3
     assert_error(app.get(f"/v1/jobs/{job['id']}/results?format=csv&table=forecasts"), 422, "validation_error")
-
-
-@pytest.fixture(scope="module")
-def predictor() -> KronosPredictor:
-    path = bundled_model_path()
-    return KronosPredictor(Kronos.from_pretrained(path), KronosTokenizer.from_pretrained(path / "tokenizer"))
 
 
 def test_a_table_upload_forecasts_each_id_with_its_series_seed_as_predict_df_does(app, predictor):

@@ -9,26 +9,11 @@ import asyncio
 
 import numpy as np
 import pytest
-import torch
 from test_batching_scheduler import StandInModel, new_engine, scheduler_for, series, step_scheduler, until
 
-from model import Kronos, KronosPredictor, KronosTokenizer
-from model.checkpoints.bundled import bundled_model_path
 from services.kronos_fastapi.batching import background_priority
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def predictor() -> KronosPredictor:
-    path = bundled_model_path()
-    return KronosPredictor(Kronos.from_pretrained(path), KronosTokenizer.from_pretrained(path / "tokenizer"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: as in the servers
 
 
 async def _background(scheduler, items):
