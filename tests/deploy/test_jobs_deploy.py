@@ -141,3 +141,25 @@ def test_components_jobs_requires_the_database_secret(tmp_path):
         reference = env["KRONOS_JOBS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert reference == {"name": "kronos-jobs-database", "key": "KRONOS_JOBS_DATABASE_URL", "optional": False}
         assert "KRONOS_API_KEYS" in env  # the component adds to the pools' env, it does not replace it
+
+
+def test_components_jobs_scales_the_cpu_pool_on_the_job_backlog_too(tmp_path):
+    docs = render_with_component(tmp_path, "cpu", "jobs")
+    validate(docs)
+    queue, backlog = one(docs, "HorizontalPodAutoscaler", "kronos-api-cpu")["spec"]["metrics"]
+    assert queue["pods"]["metric"]["name"] == "kronos_queue_depth"  # the base's metric stays
+    assert backlog["type"] == "External"
+    assert backlog["external"]["metric"] == {"name": "kronos_jobs_backlog_items"}
+    assert backlog["external"]["target"] == {"type": "AverageValue", "averageValue": "200"}
+    # The Prometheus adapter serves it: an external rule of that name, per namespace, and the max of
+    # the pods' values (each pod reports the whole shared store's backlog: a sum would count it per pod).
+    adapter = yaml.safe_load((REPO / "deploy/monitoring/prometheus-adapter/rules.yaml").read_text())
+    (rule,) = adapter["externalRules"]
+    assert re.fullmatch(rule["name"]["matches"], "kronos_jobs_backlog_items")
+    assert rule["name"]["as"] == "kronos_jobs_backlog_items"
+    assert "kronos_jobs_backlog_items{" in rule["seriesQuery"]
+    assert {label: o["resource"] for label, o in rule["resources"]["overrides"].items()} == {"namespace": "namespace"}
+    query = rule["metricsQuery"]
+    assert query.startswith("max(") and "sum(" not in query and "by (<<.GroupBy>>)" in query
+    # Without components/jobs the pool scales on its queue alone (test_k8s checks that overlay in full).
+    assert len(one(render("cpu"), "HorizontalPodAutoscaler", "kronos-api-cpu")["spec"]["metrics"]) == 1

@@ -356,7 +356,10 @@ def exported(families) -> dict[str, set[str]]:
 def named_everywhere() -> dict[str, str]:
     exprs = {f"alert {k}": v for k, v in rule_exprs().items()}
     exprs |= {f"dashboard {k}": v for k, v in dashboard_exprs().items()}
-    exprs["adapter seriesQuery"] = yaml.safe_load(ADAPTER.read_text())["rules"][0]["seriesQuery"]
+    adapter = yaml.safe_load(ADAPTER.read_text())
+    exprs["adapter seriesQuery"] = adapter["rules"][0]["seriesQuery"]
+    for rule in adapter["externalRules"]:  # components/jobs' backlog metric
+        exprs[f"adapter external {rule['name']['as']}"] = rule["seriesQuery"]
     hpa = one(render("cpu"), "HorizontalPodAutoscaler", "kronos-api-cpu")
     for metric in hpa["spec"]["metrics"]:
         if metric["type"] == "Pods":
