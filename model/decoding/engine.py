@@ -46,7 +46,7 @@ from torch import Tensor
 
 from ..nn.inference import InferenceWeights
 from ..nn.kv_cache import KVSlab, aligned
-from .engine_rows import DECODE, PREFILL, EngineSeries, PrefillWindow, StepReport, row_params
+from .engine_rows import DECODE, PREFILL, EngineSeries, PrefillWindow, StepReport, row_params, row_selector
 from .forecast import Forecast, SeriesInput, finish_forecast
 from .generation import SeriesTokens
 from .sampling import SamplingParams, sample
@@ -188,8 +188,7 @@ class DecodeEngine:
             s1_logits, keys, values = net.step_heads(h)
             dep_keys, dep_values, mask = rows.dep.append(keys, values)
             decoding = [s for s in self.series.values() if s.state == DECODE]
-            index = [torch.as_tensor(s.slots, device=self.device) for s in decoding]
-            groups.append((decoding, index, h, s1_logits, dep_keys, dep_values, mask))
+            groups.append((decoding, [s.slots for s in decoding], h, s1_logits, dep_keys, dep_values, mask))
 
         progress = self._prefill(net)
         for entry in self.series.values():
@@ -212,18 +211,18 @@ class DecodeEngine:
                 h = torch.cat([h_last for _, h_last in states])
                 dep_keys = torch.stack([self.slab.dep_k[w.slot, :, :cols] for w in entry.windows])
                 dep_values = torch.stack([self.slab.dep_v[w.slot, :, :cols] for w in entry.windows])
-            index = [torch.arange(entry.paths, device=self.device)]
-            groups.append(([entry], index, h, None, dep_keys, dep_values, mask))
+            groups.append(([entry], [list(range(entry.paths))], h, None, dep_keys, dep_values, mask))
 
         sampled = []
-        for members, index, h, s1_logits, dep_keys, dep_values, mask in groups:
+        for members, rows_of, h, s1_logits, dep_keys, dep_values, mask in groups:
             rows = h.shape[0]
-            params = row_params(members, index, rows, self.device)
+            params = row_params(members, rows_of, rows, self.device)
             s1_logits = net.s1_logits(h) if s1_logits is None else s1_logits
-            next_s1 = sample(s1_logits, *params, self._uniforms(members, index, rows))
+            next_s1 = sample(s1_logits, *params, self._uniforms(members, rows_of, rows))
             s2_logits = net.s2_logits(h, next_s1, dep_keys, dep_values, mask)
-            next_s2 = sample(s2_logits, *params, self._uniforms(members, index, rows))
-            sampled += [(entry, next_s1[i], next_s2[i]) for entry, i in zip(members, index)]
+            next_s2 = sample(s2_logits, *params, self._uniforms(members, rows_of, rows))
+            selectors = [row_selector(mine, self.device) for mine in rows_of]
+            sampled += [(entry, next_s1[i], next_s2[i]) for entry, i in zip(members, selectors)]
         return sampled, progress
 
     def _prefill(self, net: InferenceWeights) -> dict[PrefillWindow, tuple[int, Tensor | None]]:
@@ -257,12 +256,15 @@ class DecodeEngine:
             progress[w] = (done, h[:, -1] if done == w.width else None)
         return progress
 
-    def _uniforms(self, members: list[EngineSeries], index: list[Tensor], rows: int) -> Tensor:
-        """One uniform per row, each series drawing its paths' together from its own generator."""
-        u = torch.empty(rows, device=self.device)
-        for entry, i in zip(members, index):
-            u[i] = torch.rand(entry.paths, generator=entry.job.generator).to(self.device)
-        return u
+    def _uniforms(self, members: list[EngineSeries], rows_of: list[list[int]], rows: int) -> Tensor:
+        """One uniform per row, each series drawing its paths' together from its own generator (on the
+        host, sent once; put in row order when the series' rows are not already in it)."""
+        draws = [torch.rand(entry.paths, generator=entry.job.generator) for entry in members]
+        u = torch.cat(draws) if len(draws) > 1 else draws[0]
+        order = [r for mine in rows_of for r in mine]
+        if order != list(range(rows)):
+            u = torch.empty_like(u).index_copy_(0, torch.as_tensor(order), u)
+        return u.to(self.device)
 
     # --- bookkeeping --------------------------------------------------------------------------
     def _advance(self, entry: EngineSeries) -> None:
@@ -273,7 +275,7 @@ class DecodeEngine:
             self._to_window(entry)  # the window slides: recompute it for the next token
         if entry.state == DECODE:
             col = entry.cur - 1
-            slots = torch.as_tensor(entry.slots, device=self.device)
+            slots = row_selector(entry.slots, self.device)
             self.slot_s1[slots], self.slot_s2[slots] = entry.tok1[:, col], entry.tok2[:, col]
             self.slot_stamp[slots] = entry.job.stamps[col]
 

@@ -65,11 +65,26 @@ class StepReport:
     failed: list[tuple[Hashable, Exception]] = field(default_factory=list)  # done, but its decoding failed
 
 
-def row_params(members: list[EngineSeries], index: list[Tensor], rows: int, device) -> tuple[Tensor, Tensor, Tensor]:
-    temperature = torch.empty(rows, device=device)
-    top_k = torch.empty(rows, dtype=torch.long, device=device)
-    top_p = torch.empty(rows, device=device)
-    for entry, i in zip(members, index):
+def row_selector(rows: list[int], device) -> slice | Tensor:
+    """These rows of a step's tensors: a slice (a view, no index kernel) when they are consecutive, as a
+    series' rows nearly always are, else an index tensor."""
+    first, n = rows[0], len(rows)
+    if rows[-1] - first == n - 1 and rows == list(range(first, first + n)):
+        return slice(first, first + n)
+    return torch.as_tensor(rows, device=device)
+
+
+def row_params(
+    members: list[EngineSeries], rows_of: list[list[int]], rows: int, device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Each row's temperature, top_k and top_p (its series'), built on the host and sent as one tensor each."""
+    temperature, top_k, top_p = [0.0] * rows, [0] * rows, [0.0] * rows
+    for entry, mine in zip(members, rows_of):
         p = entry.job.params
-        temperature[i], top_k[i], top_p[i] = p.temperature, p.top_k, p.top_p
-    return temperature, top_k, top_p
+        for r in mine:
+            temperature[r], top_k[r], top_p[r] = p.temperature, p.top_k, p.top_p
+    return (
+        torch.tensor(temperature, dtype=torch.float32, device=device),
+        torch.tensor(top_k, dtype=torch.long, device=device),
+        torch.tensor(top_p, dtype=torch.float32, device=device),
+    )
