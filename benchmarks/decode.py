@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,9 +30,11 @@ import pandas as pd
 import psutil
 import torch
 
-from model import KronosPredictor, SeriesInput
-from model.nn.config import PredictorConfig, TokenizerConfig
-from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, installed or not
+
+from model import KronosPredictor, SeriesInput  # noqa: E402
+from model.nn.config import PredictorConfig, TokenizerConfig  # noqa: E402
+from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair  # noqa: E402
 
 
 def eurusd() -> pd.DataFrame:

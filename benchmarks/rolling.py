@@ -17,17 +17,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from decode import eurusd, series_from
 
-from model import KronosPredictor
-from model.checkpoints.bundled import bundled_model_path, bundled_tokenizer_path
-from model.nn.predictor import Kronos
-from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair
-from model.nn.tokenizer import KronosTokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, installed or not
+
+from decode import eurusd, series_from  # noqa: E402
+
+from model import KronosPredictor  # noqa: E402
+from model.checkpoints.bundled import bundled_model_path, bundled_tokenizer_path  # noqa: E402
+from model.nn.predictor import Kronos  # noqa: E402
+from model.nn.synthetic import KRONOS_SMALL, TOKENIZER_BASE, random_pair  # noqa: E402
+from model.nn.tokenizer import KronosTokenizer  # noqa: E402
 
 CASES = [(400, 120), (512, 60), (512, 120)]  # lookback, pred_len
 QUICK_CASES = [(400, 120), (512, 120)]
