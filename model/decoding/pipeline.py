@@ -314,7 +314,8 @@ class KronosPredictor:
         per quantile, ``p_up`` (share of paths whose close ends above the last input close) with 2+ paths.
         Each series' seed comes from ``seed`` and its id (``model.decoding.table.series_seed``), so its
         rows do not depend on the rest of the table. ``attrs["errors"]``: the ids left out and why (id → message);
-        ``attrs["seed"]``: the call's seed. At most ``batch_size`` series are decoded at a time.
+        ``attrs["seed"]``: the call's seed (without ``seed``, drawn from torch's global generator as in
+        ``predict``, so ``torch.manual_seed`` governs it). At most ``batch_size`` series are decoded at a time.
         ``lookback``: forecast from each series' last ``lookback`` rows. See ``model/decoding/table.py``.
         """
         settings = TableSettings(
@@ -325,7 +326,7 @@ class KronosPredictor:
             T=T,
             top_k=top_k,
             top_p=top_p,
-            seed=seed,
+            seed=global_seed() if seed is None else seed,
             clean=clean,
             window=window,
             quantiles=tuple(quantiles),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -39,6 +40,18 @@ def test_torch_manual_seed_makes_an_unseeded_predict_reproducible(history):
         [history[COLUMNS]], [history["timestamps"]], [future_timestamps(history["timestamps"], 5)], 5, sample_count=2
     )
     np.testing.assert_array_equal(batch.to_numpy(), first.to_numpy())
+
+
+def test_torch_manual_seed_makes_an_unseeded_predict_df_reproducible(history):
+    predictor = KronosPredictor(Kronos.from_pretrained("bundled"), KronosTokenizer.from_pretrained("bundled"))
+    table = history.assign(id="GOOG")
+    torch.manual_seed(0)
+    first = predictor.predict_df(table, pred_len=3, sample_count=2)
+    torch.manual_seed(0)
+    again = predictor.predict_df(table, pred_len=3, sample_count=2)
+    other = predictor.predict_df(table, pred_len=3, sample_count=2)  # the generator moved on
+    assert first.attrs["seed"] == again.attrs["seed"] != other.attrs["seed"]
+    pd.testing.assert_frame_equal(first, again)
 
 
 def test_the_bundled_pair_loads_by_name_for_both_classes():
