@@ -7,11 +7,18 @@
 A forecast served alone costs ``alone`` (the request-level path with one series: what the ``off``
 mode of ``benchmarks/serve.py`` runs per request). Batching shares only its decode steps, and a step
 of N rows costs more than a step of one, measured here (``step``): on a 2-core CPU an 8-row fp32 step
-is about 2x a 1-row one and a 32-row step about 5x. What grows with the rows: the products (a
-1-row product is bound by reading the weights, an 8-row one already half by arithmetic), attention
-(every row reads its own keys and values: at 32 rows of ~130 keys that is more bytes than the
-weights), and sampling (a sort of the vocabulary per row). The rest is paid once per series however
-many run beside it:
+is about 2x a 1-row one and a 32-row step about 5x (measured 2026-12-02: 5.3-5.9, 11.3-11.7 and
+27-28 ms). What grows with the rows, and bounds the engine now:
+
+- the products: a 1-row product is bound by reading the weights; from 8 rows on they are bound by
+  arithmetic (at 32 rows ~9.7 ms of a step at ~165 GFLOP/s, near what MKL reaches on 2 cores);
+- attention: every row reads its own fp32 keys and values, and only its live columns; at 32 rows of
+  ~176 columns that is ~207 MB a step, more than the weights, at this machine's 25-50 GB/s (~8 ms);
+- sampling (a sort of the vocabulary per row, 1.8 ms at 32 rows) and the dependency head.
+
+Opt-in bf16 runs the products on bf16 kernels (attention and its cache stay fp32): 8.8 / 23.2 ms at
+8 / 32 rows; int8 weight-only helps a 1-row step most (3.1 ms) and a 32-row step not at all (30 ms).
+The rest is paid once per series however many run beside it:
 
 - admit: the input checked and turned into model features, and the tokenizer's encoder pass;
 - prefill: the predictor over the whole context, which is compute-bound already for one series
