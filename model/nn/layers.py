@@ -102,7 +102,7 @@ class SelfAttention(AttentionProjections):
     """Causal multi-head self-attention with rotary positions 0..L-1 over the tokens given.
 
     The plain implementation (training, the recompute oracle, the tokenizer); the fast decoder's
-    cached steps run on ``model.inference``.
+    cached steps run on ``model.nn.inference``.
     """
 
     def forward(self, x: Tensor) -> Tensor:

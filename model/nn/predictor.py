@@ -121,7 +121,7 @@ class Kronos(PretrainedMixin, nn.Module):
 
     def trunk(self, x: Tensor) -> Tensor:
         """Blocks then the final norm over positions 0..L-1: the hidden state h (B, L, d_model).
-        (The cached decoder's trunk is ``model.inference.InferenceWeights.trunk``.)"""
+        (The cached decoder's trunk is ``model.nn.inference.InferenceWeights.trunk``.)"""
         return self.norm(causal_stack(self.transformer, x))
 
     def new_cache(self, rows: int, capacity: int, lengths, expand: Tensor | int = 1) -> KVCache:
