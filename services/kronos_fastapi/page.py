@@ -5,8 +5,8 @@ The page is a client like any other: its API calls go through the same keys, lim
 Only the page's own files are open without a key (the page has to load before a key can be typed).
 Every file is served with a strict Content-Security-Policy: scripts, styles, fetches and images come
 from this origin only, nothing inline, no frames, so the page works offline and behind any proxy.
-``config.json`` lets the page show only what this server has (a model choice, the backtest, a key
-field) without probing routes that may be missing.
+``config.json`` lets the page show only what this server has (a model choice, the backtest, the Jobs
+panel, a key field) without probing routes that may be missing.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ async def config(request: Request) -> JSONResponse:
     # The OpenAPI document lists every route, whatever the FastAPI version's router objects look like
     # (newer versions keep included routers as objects without a ``path``).
     routes = set(request.app.openapi().get("paths", {}))
+    jobs = settings.jobs_enabled and "/v1/jobs" in routes
     body: dict[str, Any] = {
         "api_key_required": bool(settings.api_keys),
         "models": "/v1/models" in routes,
@@ -98,6 +99,10 @@ async def config(request: Request) -> JSONResponse:
         "max_context": model_contexts(settings)[None],
         # the one rule of model/decoding/defaults.py: T and top_p the page leaves empty get these
         "sampling": sampling_defaults(),
+        # /v1/jobs (off with KRONOS_JOBS_ENABLED=false): the page's Jobs panel shows only then, with its limits
+        "jobs": jobs,
+        "jobs_max_upload_bytes": settings.jobs_max_upload_bytes if jobs else None,
+        "jobs_max_items": settings.jobs_max_items if jobs else None,
     }
     return JSONResponse(body, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 

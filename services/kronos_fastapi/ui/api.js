@@ -55,8 +55,9 @@ function describeError(status, text, headers) {
 }
 
 // --- requests ---------------------------------------------------------------------------------
-function headers() {
-  const h = { "Content-Type": "application/json" };
+// A FormData body (the Jobs panel's upload) gets the browser's multipart Content-Type with its boundary.
+function headers(body) {
+  const h = body instanceof FormData ? {} : { "Content-Type": "application/json" };
   if (state.apiKey) h["X-API-Key"] = state.apiKey;
   return h;
 }
@@ -64,7 +65,7 @@ function headers() {
 export async function call(method, path, body) {
   let response;
   try {
-    response = await fetch(path, { method, headers: headers(), body, cache: "no-store", credentials: "omit" });
+    response = await fetch(path, { method, headers: headers(body), body, cache: "no-store", credentials: "omit" });
   } catch (error) {
     return { ok: false, status: 0, text: "", message: `Could not reach the server: ${error.message}.` };
   }

@@ -1,12 +1,14 @@
-// The forecast page's entry module: chart a series, ask the service for a forecast (and a backtest),
-// draw the answer. It reads /ui/config.json (what this server offers), wires the panels and loads
-// the example. Responses are read defensively: fields other versions add or leave null are optional.
-// Loaded as <script type="module"> after the vendored chart library's classic script; no build step.
+// The forecast page's entry module: chart a series, ask the service for a forecast (and a backtest), draw
+// the answer, run a universe as a job. It reads /ui/config.json (what this server offers), wires the
+// panels and loads the example. Responses are read defensively: fields other versions add or leave null
+// are optional. Loaded as <script type="module"> after the vendored chart library's classic script; no
+// build step.
 
 import { backtestUnavailable, wireBacktestPanel } from "./backtest-panel.js";
 import { loadExample, wireDataInput } from "./data-input.js";
 import { $ } from "./dom.js";
 import { loadModels, showSamplingDefaults, wireForecastForm } from "./forecast-form.js";
+import { showJobsPanel, wireJobsPanel } from "./jobs-panel.js";
 import { state } from "./state.js";
 
 // What this server offers (/ui/config.json): only that is shown.
@@ -23,12 +25,14 @@ async function loadConfig() {
   $("api-key-row").hidden = !cfg.api_key_required;
   $("paths-option").hidden = !cfg.sample_flag; // the legend's entry shows once paths are drawn
   if (!cfg.backtest) backtestUnavailable();
+  showJobsPanel(); // only where the server serves /v1/jobs
   showSamplingDefaults();
 }
 
 wireForecastForm();
 wireDataInput();
 wireBacktestPanel();
+wireJobsPanel();
 
 (async function start() {
   await loadConfig();
