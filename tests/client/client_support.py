@@ -105,7 +105,7 @@ VENV_TIMEOUT_S = 240
 
 
 class VenvBuild:
-    """``python -m venv`` (with pip) and ``pip install clients/python``, in a thread of its own."""
+    """``python -m venv`` (with pip) and ``pip install -c constraints.txt clients/python``, in a thread of its own."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="kronos-client-venv-"))
@@ -132,7 +132,12 @@ class VenvBuild:
         try:
             shutil.copytree(CLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".*"))
             if self._run(sys.executable, "-m", "venv", str(self.root / "venv")):
-                self._run(str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", str(source))
+                # at the versions the project pins (constraints.txt), so the test runs what CI locked
+                constraints = str(ROOT / "constraints.txt")
+                self._run(
+                    str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", constraints,
+                    str(source),
+                )  # fmt: skip
         except (OSError, subprocess.SubprocessError) as exc:
             self.error = f"{type(exc).__name__}: {exc}\n{self.log[-3000:]}"
         self.seconds = time.monotonic() - started
