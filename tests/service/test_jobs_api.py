@@ -154,7 +154,20 @@ def test_what_cannot_be_read_is_refused_at_once_naming_why(app):
     assert "pred_len" in refused(422, "validation_error", files=csv_upload(df), data={"pred_len": "many"})
     assert "KRONOS_MAX_PRED_LEN" in refused(422, "validation_error", files=csv_upload(df), data={"pred_len": "9999"})
     assert "pred_lenn" in refused(422, "validation_error", files=csv_upload(df), data={"pred_lenn": "3"})
-    assert "line 2" in refused(422, "validation_error", files={"file": ("a.jsonl", b'{"custom_id":"a","body":{}}\n{')})
+    assert "line 1" in refused(422, "validation_error", files={"file": ("a.jsonl", b"{\n")})
+
+
+def test_a_bad_jsonl_line_fails_that_item_only(app):
+    good = [json.dumps({"custom_id": f"g{i}", "body": {"data": ROWS, "pred_len": 2, "seed": i}}) for i in range(2)]
+    bad_body = json.dumps({"custom_id": "short", "body": {"data": ROWS, "pred_len": 0}})
+    text = "\n".join([good[0], "{not json", bad_body, good[1]]) + "\n"
+    job = _done(app, app.post("/v1/jobs", files={"file": ("items.jsonl", text.encode())}))
+    assert (job["counts"]["total"], job["counts"]["completed"], job["counts"]["failed"]) == (4, 2, 2)
+    lines = {line["custom_id"]: line for line in result_lines(app, job["id"])}
+    assert set(lines) == {"g0", "g1", "short", "line-2"}
+    assert "response" in lines["g0"] and "response" in lines["g1"]
+    assert "malformed JSON" in lines["line-2"]["error"]["message"]
+    assert "pred_len" in lines["short"]["error"]["message"]
 
 
 def test_listing_pages_newest_first_and_filters_by_status(app):

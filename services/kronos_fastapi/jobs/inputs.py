@@ -2,7 +2,8 @@
 
 - **JSON body** ``{"kind", "items": [{"custom_id", ...request fields}], "model"}``; an item may also be
   ``{"custom_id", "body": {...}}``, as a JSONL line is.
-- **JSONL** one ``{"custom_id", "body"}`` a line.
+- **JSONL** one ``{"custom_id", "body"}`` a line; a line that is not JSON becomes a failed item
+  ``line-<n>`` (its line number) and the others run.
 - **A long table** (CSV or Parquet: one row per id and timestamp, columns open, high, low, close and
   optionally volume and amount): each id becomes one item, custom_id the id, with the shared settings
   of the form (pred_len, sample_count, quantiles, ...) and the seed ``series_seed(seed, id)``, the seed
@@ -177,14 +178,22 @@ def from_jsonl(
         raise InvalidRequest("file: no lines; send one {custom_id, body} JSON object a line")
     _limit_items(len(lines), settings, "file")
     seen: dict[str, str] = {}
-    entries = []
+    entries: list[tuple[str, Any]] = []
+    unreadable: list[tuple[int, str]] = []  # (line, why): each a failed item "line-<n>", the rest run
     for n, line in lines:
         try:
             entry = json.loads(line)
         except ValueError as exc:
-            raise InvalidRequest(f"file line {n}: malformed JSON: {exc}") from None
+            unreadable.append((n, f"file line {n}: malformed JSON: {exc}"))
+            continue
         entries.append(_item_body(entry, f"line {n}", seen))
-    return NewJob(kind, owner, model, "jsonl", {}, _items(kind, entries, model, catalog, settings))
+    if not entries:
+        raise InvalidRequest(unreadable[0][1] + "; no line of the file is a JSON object")
+    items = _items(kind, entries, model, catalog, settings)
+    for n, why in unreadable:
+        custom_id = _custom_id(f"line-{n}", f"line {n}", seen)
+        items.append(NewItem(custom_id, model, None, item_error(InvalidRequest(why))))
+    return NewJob(kind, owner, model, "jsonl", {}, items)
 
 
 def read_table(content: bytes, file_format: str) -> pd.DataFrame:
