@@ -60,8 +60,24 @@ def test_read_timeout_lets_the_service_answer_its_own_504_first():
     assert seconds(directive("proxy_read_timeout")) > 300
 
 
+def location(path: str) -> str:
+    """The body of ``location <path> { ... }`` (no nested blocks in ours)."""
+    found = re.search(rf"location {re.escape(path)} {{([^}}]*)}}", CONF)
+    assert found, path
+    return found.group(1)
+
+
+def test_a_job_post_is_never_replayed_on_another_instance():
+    # /v1/jobs creates state: a POST sent once is not resent (an instance that committed the job and then
+    # died would leave it created twice); connection errors before sending still fail over.
+    (conditions,) = re.findall(r"proxy_next_upstream\s+([^;]+);", location("/v1/jobs"))
+    assert "non_idempotent" not in conditions.split() and "error" in conditions.split()
+
+
 def test_failover_conditions():
-    conditions = directive("proxy_next_upstream").split()
+    outside_jobs = CONF.replace(location("/v1/jobs"), "")
+    (conditions,) = re.findall(r"^\s*proxy_next_upstream\s+([^;]+);", outside_jobs, flags=re.MULTILINE)
+    conditions = conditions.split()
     assert {"error", "timeout", "http_502", "http_503", "non_idempotent"} <= set(conditions)
     # The instance's own 504 (KRONOS_REQUEST_TIMEOUT_S) is an answer, not a reason to run it twice.
     assert "http_504" not in conditions
