@@ -10,6 +10,8 @@ import pytest
 from backtesting.test import GOOG
 from conftest import assert_error
 
+from model.training.corpus import heldout_series
+
 ROWS = 160
 FRAME = GOOG.iloc[-ROWS:]
 DATA = FRAME[["Open", "High", "Low", "Close", "Volume"]].to_numpy(float).tolist()
@@ -73,25 +75,35 @@ def test_windows_follow_the_contract_and_each_is_reproduced_by_predict_single(cl
     assert body["baselines"]["last_value"]["direction_accuracy"] is None  # persistence predicts no move
 
 
-def test_a_default_backtest_window_is_reproduced_by_predict_with_its_rows_and_seed(client):
+def _heldout(name: str) -> tuple[list, list, np.ndarray]:
+    """The last ROWS candles of an instrument the bundled model never trained on (SP500, NASDAQ)."""
+    (series,) = heldout_series((name,))
+    candles, stamps = series.candles[-ROWS:, :5].astype(float), series.timestamps[-ROWS:]
+    return candles.tolist(), [t.isoformat() for t in stamps], candles[:, 3]
+
+
+@pytest.mark.parametrize("instrument", ["GOOG", "SP500"])
+def test_a_default_backtest_window_is_reproduced_by_predict_with_its_rows_and_seed(client, instrument):
     """No T / top_p given: the windows sample by the one rule (20 paths: the band defaults), echoed in
     ``sampling``; a predict of a window's rows with the same fields and its seed reproduces it, and so
-    does one with nothing but the rows, pred_len and the echoed settings."""
+    does one with nothing but the rows, pred_len and the echoed settings. On GOOG and on held-out SP500
+    candles (where the outside check found every window's MAE differing before the one rule)."""
+    data, stamps, closes_true = (DATA, STAMPS, CLOSES) if instrument == "GOOG" else _heldout(instrument)
     pred_len, lookback = 4, 48
-    request = {"data": DATA, "timestamps": STAMPS, "pred_len": pred_len, "seed": 5}
+    request = {"data": data, "timestamps": stamps, "pred_len": pred_len, "seed": 5}
     body = _post(client, "/v1/backtest", {**request, "windows": 3, "lookback": lookback})
     sampling = body["sampling"]
     assert sampling == {"temperature": 1.1, "top_k": 0, "top_p": 0.95, "sample_count": 20, "seed": 5}
     echoed = {k: sampling[k] for k in ("top_k", "top_p", "sample_count")} | {"T": sampling["temperature"]}
     for window in body["windows"]:
         origin, start = window["origin"], max(0, window["origin"] - lookback)
-        rows = {"data": DATA[start:origin], "timestamps": STAMPS[start:origin], "pred_len": pred_len}
+        rows = {"data": data[start:origin], "timestamps": stamps[start:origin], "pred_len": pred_len}
         same_fields = _post(client, "/v1/predict/single", {**rows, "sample_count": 20, "seed": window["seed"]})
         from_echo = _post(client, "/v1/predict/single", {**rows, **echoed, "seed": window["seed"]})
         assert same_fields["forecast"] == from_echo["forecast"]
         assert same_fields["sampling"] == {**sampling, "seed": window["seed"]} == from_echo["sampling"]
         closes = np.array([row["close"] for row in same_fields["forecast"]])
-        mae = float(np.abs(closes - CLOSES[origin : origin + pred_len]).mean())
+        mae = float(np.abs(closes - closes_true[origin : origin + pred_len]).mean())
         assert mae == pytest.approx(window["mae"], rel=0, abs=1e-6 * np.abs(closes).max())
 
 
