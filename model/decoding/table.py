@@ -11,9 +11,11 @@ distributed::
 ``predict(that_symbol's_frame, seed=series_seed(seed, id))`` reproduces the symbol's rows. Without a
 call seed one is drawn and returned in ``result.attrs["seed"]``.
 
-**Bounded memory.** At most ``batch_size`` series are decoded together; a series' numbers do not
-depend on its batch mates (the batched loop is exact per series), so the chunking changes nothing
-but the time.
+**Bounded memory.** At most ``batch_size`` series are decoded together, and at most
+``MAX_CHUNK_PATHS`` sample paths (each path is a row of the KV cache: 64 series of 20 paths would
+be 1,280 rows, ~19 GiB for Kronos-small at 400/20, so such a chunk holds 12 series instead); a
+series' numbers do not depend on its batch mates (the batched loop is exact per series), so the
+chunking changes nothing but the time.
 
 **Bad series.** A series that cannot be forecast (too short, NaN, invalid candles, unparseable or
 unordered timestamps) is left out with its message in ``result.attrs["errors"]`` (a dict id →
@@ -37,6 +39,7 @@ from ..series.candles import describe_invalid, invalid_rows
 from .forecast import FEATURE_COLUMNS, MIN_ROWS, PRICE_COLUMNS, SEED_BITS, Forecast, SeriesInput, frame_columns
 
 DEFAULT_BATCH_SIZE = 64
+MAX_CHUNK_PATHS = 256  # series x sample_count decoded together at most (one KV-cache row per path)
 
 
 def series_seed(seed: int, series_id: Hashable) -> int:
@@ -73,6 +76,9 @@ class TableSettings:
     def check(self) -> None:
         if isinstance(self.pred_len, bool) or not isinstance(self.pred_len, (int, np.integer)) or self.pred_len < 1:
             raise InputError(f"pred_len must be a positive integer, got {self.pred_len!r}")
+        count = self.sample_count
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise InputError(f"sample_count must be an integer >= 1, got {count!r}")
         if (
             isinstance(self.batch_size, bool)
             or not isinstance(self.batch_size, (int, np.integer))
@@ -224,13 +230,13 @@ def forecast_frame(series_id: Hashable, forecast: Forecast, series: SeriesInput,
 
 
 def chunks(df: pd.DataFrame, settings: TableSettings, call_seed: int) -> Iterator[list[Prepared]]:
-    """The table's series in id order, ``batch_size`` at a time (each group sliced when its turn comes)."""
+    """The table's series in id order, ``batch_size`` at a time but never more than ``MAX_CHUNK_PATHS``
+    paths (each group sliced when its turn comes)."""
     groups = df.groupby("id", sort=False, dropna=True).indices
     ids = ordered_ids(df["id"])
-    for start in range(0, len(ids), settings.batch_size):
-        yield [
-            prepare_series(i, df.iloc[groups[i]], settings, call_seed) for i in ids[start : start + settings.batch_size]
-        ]
+    size = max(1, min(settings.batch_size, MAX_CHUNK_PATHS // settings.sample_count))
+    for start in range(0, len(ids), size):
+        yield [prepare_series(i, df.iloc[groups[i]], settings, call_seed) for i in ids[start : start + size]]
 
 
 def run_table(

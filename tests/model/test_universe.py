@@ -136,3 +136,25 @@ def test_a_table_that_cannot_be_read_is_an_input_error(demo, universe):
         demo.predict_df(universe.iloc[:0], pred_len=3)
     with pytest.raises(InputError, match="sample_count 2"):
         demo.predict_df(universe, pred_len=3, quantiles=[0.5])
+
+
+def test_a_chunk_holds_at_most_max_chunk_paths_sample_paths(demo, universe, monkeypatch):
+    """Memory is bounded in KV-cache rows (series x paths), not only in series; the numbers do not change."""
+    from model.decoding import table
+
+    monkeypatch.setattr(table, "MAX_CHUNK_PATHS", 8)
+    calls: list[int] = []
+    original = demo.forecast
+
+    def counting(series, *args, **kwargs):
+        calls.append(sum(s.sample_count for s in series))
+        return original(series, *args, **kwargs)
+
+    monkeypatch.setattr(demo, "forecast", counting)
+    few = universe[universe["id"].isin(sorted(universe["id"].unique())[:5])]
+    chunked = demo.predict_df(few, pred_len=2, sample_count=3, seed=4, batch_size=5)
+    assert calls == [6, 6, 3]  # 2 series of 3 paths a chunk, not 5
+    monkeypatch.setattr(table, "MAX_CHUNK_PATHS", 256)
+    whole = demo.predict_df(few, pred_len=2, sample_count=3, seed=4, batch_size=5)
+    assert calls[3:] == [15]
+    pd.testing.assert_frame_equal(chunked, whole)
