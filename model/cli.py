@@ -155,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--id-column", metavar="COL", default=None, help="INPUT is a long table of series named by COL")
     bulk.add_argument("--out", metavar="OUT", default=None, help="the forecasts (.csv or .parquet); needs --id-column")
     bulk.add_argument(
-        "--batch-size", metavar="N", type=_positive, default=64, help="series decoded together (default 64)"
+        "--batch-size",
+        metavar="N",
+        type=_positive,
+        default=64,
+        help="series decoded together (default 64; at most 256 sample paths)",
     )
     bulk.add_argument("--resume", action="store_true", help="finish an interrupted run into the same OUT")
     bulk.add_argument("--errors", metavar="FILE", default=None, help="CSV of id,message for series not forecast")
