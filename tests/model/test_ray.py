@@ -72,6 +72,9 @@ def ray_env(auth: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
     # No drain on SIGTERM (it waits up to 30 s for Serve proxies): the node's processes end at once.
     env.update(auth, RAY_USAGE_STATS_ENABLED="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
+    # The driver and the workers import this checkout's model, installed or not (not another checkout's).
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
 
 
